@@ -1,0 +1,70 @@
+// The subcommand table and the shared flags: the one place that lists what slmctl can do.
+// main.cpp walks this table; each set_*_command lives in its own cmd-*.cpp file.
+#include <cstdlib>
+
+#include "cli/cli.h"
+#include "common/common.h"
+#include "model/runtime.h"
+
+namespace slm::cli {
+
+global_options& globals() {
+    static global_options g;
+    return g;
+}
+
+const std::vector<subcommand>& subcommands() {
+    static const std::vector<subcommand> table = {
+        {"collect", "S1+S2: ingest agent call logs into the database, scrubbed and validated", nullptr, "#4"},
+        {"cluster", "S3: embed and cluster the stored calls into recurring tasks", nullptr, "#6"},
+        {"select", "S4: rank candidate small models per cluster", nullptr, "the select issue (not filed yet)"},
+        {"finetune", "S5: LoRA fine-tune a small model on a cluster's calls", nullptr, "the finetune issue (not filed yet)"},
+        {"eval", "replay held-out calls: small model vs the logged LLM answers", nullptr, "the eval issue (not filed yet)"},
+        {"run", "S6: run the whole pipeline (collect -> cluster -> select -> finetune -> eval)", nullptr, "the run/route issue (not filed yet)"},
+        {"route", "route new calls to their cluster and adapter", nullptr, "the run/route issue (not filed yet)"},
+        {"model", "inspect a model, tokenize, generate (GGUF file or HF directory)", nullptr, "#5"},
+        {"db", "inspect the database", set_db_command},
+    };
+    return table;
+}
+
+void add_shared_flags(CLI::App& app) {
+    auto& g = globals();
+    if (const char* env = std::getenv("SLMCTL_DB"); env && *env) g.db_path = env;
+    app.add_option("--db", g.db_path, "SQLite database (env SLMCTL_DB)")->capture_default_str();
+    app.add_flag("--json", g.json, "Machine-readable JSON on stdout");
+    app.add_flag("-v,--verbose", g.verbose, "More output on stderr (repeat for debug)");
+    app.add_flag("-q,--quiet", g.quiet, "Only errors and warnings on stderr");
+    app.add_option("--threads", g.threads, "Threads for tensor and clustering work (default: all cores)")
+        ->check(CLI::NonNegativeNumber);
+    app.add_option("--device", g.device, "Device for tensor work")->check(CLI::IsMember({"cpu", "cuda"}))
+        ->capture_default_str();
+}
+
+void apply_globals() {
+    auto& g = globals();
+    if (g.quiet)
+        set_verbosity(verbosity::quiet);
+    else if (g.verbose >= 2)
+        set_verbosity(verbosity::debug);
+    else if (g.verbose == 1)
+        set_verbosity(verbosity::verbose);
+    set_num_threads(g.threads);
+    model::set_torch_threads(num_threads());
+}
+
+void print_json(const nlohmann::json& j) { fmt::print("{}\n", j.dump(2)); }
+
+void not_built(const std::string& command, const std::string& issue) {
+    throw usage_error(fmt::format("`slmctl {}` is not built yet in this version", command),
+                      fmt::format("it is tracked in issue {}; nothing was done", issue));
+}
+
+std::string version_string() {
+    auto rt = model::runtime();
+    return fmt::format("slmctl {} (libtorch {}, faiss {}, sqlite {}, CUDA compiled: {}{})", SLMCTL_VERSION,
+                       rt.torch_version, rt.faiss_version, rt.sqlite_version, rt.cuda_compiled ? "yes" : "no",
+                       rt.cuda_compiled ? fmt::format(", CUDA devices: {}", rt.cuda_devices) : "");
+}
+
+}  // namespace slm::cli

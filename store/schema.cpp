@@ -1,0 +1,136 @@
+// The one schema source: ordered migrations, applied in order at open; PRAGMA user_version
+// holds how many have run. Never edit a migration that has shipped: append a new one.
+#include "store/schema.h"
+
+namespace slm::store {
+
+// clang-format off
+const std::vector<migration>& migrations() {
+    static const std::vector<migration> list = {
+    {1, "pipeline tables: runs, calls, quarantine, clusters, cluster_members, selections, adapters, eval_results", R"SQL(
+CREATE TABLE runs (
+    id          INTEGER PRIMARY KEY,
+    command     TEXT NOT NULL,                 -- collect, cluster, select, finetune, eval, run
+    params      TEXT NOT NULL DEFAULT '{}',    -- resolved parameters (JSON)
+    started     TEXT NOT NULL,                 -- ISO-8601 UTC
+    finished    TEXT,
+    status      TEXT NOT NULL DEFAULT 'running'
+                CHECK (status IN ('running', 'ok', 'failed', 'interrupted')),
+    summary     TEXT NOT NULL DEFAULT '{}'     -- what the run produced (JSON)
+);
+
+-- One normalized LLM call (S1), scrubbed before it was written (S2).
+CREATE TABLE calls (
+    id                INTEGER PRIMARY KEY,
+    content_id        TEXT NOT NULL UNIQUE,    -- hash of normalized request + response: dedupe key
+    response_id       TEXT,                    -- provider's chat.completion id, when present
+    run_id            INTEGER NOT NULL REFERENCES runs(id),
+    source_file       TEXT NOT NULL,
+    source_line       INTEGER NOT NULL,
+    format            TEXT NOT NULL,           -- flywheel, pair, finetune, legacy_functions, otel
+    workload_id       TEXT,                    -- agent node
+    client_id         TEXT,
+    timestamp         TEXT,
+    model             TEXT,
+    messages          TEXT NOT NULL,           -- JSON array of request messages
+    tools             TEXT,                    -- JSON array of tool definitions, or NULL
+    response_text     TEXT,
+    response_tool_calls TEXT,                  -- JSON array of {name, arguments (parsed JSON)}
+    finish_reason     TEXT,
+    latency_ms        REAL,
+    prompt_tokens     INTEGER,
+    completion_tokens INTEGER,
+    task_text         TEXT NOT NULL DEFAULT '',-- what clustering embeds
+    scrubbed          TEXT NOT NULL DEFAULT '{}', -- placeholder counts per kind (JSON)
+    flags             TEXT NOT NULL DEFAULT '[]'  -- oddities noticed by validation (JSON array)
+);
+CREATE INDEX calls_response_id ON calls(response_id);
+CREATE INDEX calls_workload ON calls(workload_id);
+CREATE INDEX calls_run ON calls(run_id);
+
+-- Lines that could not be parsed or normalized: never silently dropped.
+CREATE TABLE quarantine (
+    id          INTEGER PRIMARY KEY,
+    run_id      INTEGER NOT NULL REFERENCES runs(id),
+    source_file TEXT NOT NULL,
+    source_line INTEGER NOT NULL,
+    raw_hash    TEXT NOT NULL,                 -- hash of the raw line: re-ingesting adds nothing
+    reason      TEXT NOT NULL,                 -- short machine-readable kind (invalid_json, ...)
+    detail      TEXT NOT NULL DEFAULT '',      -- human message (field, expected vs found)
+    raw         TEXT NOT NULL,                 -- scrubbed raw text (invalid UTF-8 escaped)
+    UNIQUE (source_file, source_line, raw_hash)
+);
+
+-- S3: one row per cluster of a clustering run; centroid as float32 blob.
+CREATE TABLE clusters (
+    id          INTEGER PRIMARY KEY,
+    run_id      INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+    idx         INTEGER NOT NULL,              -- 0..k-1 within the run; -1 for noise
+    label       TEXT NOT NULL DEFAULT '',
+    size        INTEGER NOT NULL DEFAULT 0,
+    share       REAL NOT NULL DEFAULT 0,
+    suitability REAL,                          -- SLM suitability in [0,1]
+    stats       TEXT NOT NULL DEFAULT '{}',    -- terms, workloads, tool share, lengths (JSON)
+    reasons     TEXT NOT NULL DEFAULT '[]',    -- why the suitability score (JSON)
+    centroid    BLOB,
+    UNIQUE (run_id, idx)
+);
+CREATE TABLE cluster_members (
+    run_id      INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+    call_id     INTEGER NOT NULL REFERENCES calls(id) ON DELETE CASCADE,
+    cluster_id  INTEGER NOT NULL REFERENCES clusters(id) ON DELETE CASCADE,
+    distance    REAL,
+    PRIMARY KEY (run_id, call_id)
+);
+CREATE INDEX cluster_members_cluster ON cluster_members(cluster_id);
+
+-- S4: candidate SLMs ranked per cluster.
+CREATE TABLE selections (
+    id          INTEGER PRIMARY KEY,
+    run_id      INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+    cluster_id  INTEGER NOT NULL REFERENCES clusters(id) ON DELETE CASCADE,
+    model       TEXT NOT NULL,                 -- path or name of the candidate
+    rank        INTEGER NOT NULL,
+    score       REAL NOT NULL,
+    details     TEXT NOT NULL DEFAULT '{}'
+);
+
+-- S5: LoRA adapters trained on a cluster's calls.
+CREATE TABLE adapters (
+    id          INTEGER PRIMARY KEY,
+    run_id      INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+    cluster_id  INTEGER REFERENCES clusters(id) ON DELETE SET NULL,
+    base_model  TEXT NOT NULL,
+    path        TEXT NOT NULL,                 -- adapter file on disk
+    rank        INTEGER NOT NULL,
+    alpha       REAL NOT NULL,
+    params      TEXT NOT NULL DEFAULT '{}',
+    metrics     TEXT NOT NULL DEFAULT '{}',
+    created     TEXT NOT NULL
+);
+
+-- eval: per held-out call, the SLM's answer against the logged LLM answer.
+CREATE TABLE eval_results (
+    id          INTEGER PRIMARY KEY,
+    run_id      INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+    adapter_id  INTEGER REFERENCES adapters(id) ON DELETE CASCADE,
+    call_id     INTEGER NOT NULL REFERENCES calls(id) ON DELETE CASCADE,
+    score       REAL,
+    passed      INTEGER,
+    output      TEXT,
+    details     TEXT NOT NULL DEFAULT '{}'
+);
+CREATE INDEX eval_results_run ON eval_results(run_id);
+)SQL"},
+    };
+    return list;
+}
+// clang-format on
+
+const std::vector<std::string>& pipeline_tables() {
+    static const std::vector<std::string> t = {"runs",     "calls",      "quarantine",  "clusters",
+                                               "cluster_members", "selections", "adapters", "eval_results"};
+    return t;
+}
+
+}  // namespace slm::store

@@ -1,0 +1,78 @@
+// Runs the built slmctl: help, version, db info (text and --json), exit codes for usage errors (2),
+// user errors (1), unbuilt subcommands (2).
+#include <doctest/doctest.h>
+
+#include <nlohmann/json.hpp>
+
+#include "../test-util.h"
+
+using namespace slm;
+
+TEST_CASE("--help lists every subcommand and exits 0") {
+    auto r = test::run_slmctl("--help");
+    CHECK(r.exit_code == 0);
+    for (const char* sc : {"collect", "cluster", "select", "finetune", "eval", "run", "route", "model", "db"})
+        CHECK_MESSAGE(r.out.find(sc) != std::string::npos, sc);
+}
+
+TEST_CASE("--version names slmctl and its libraries") {
+    auto r = test::run_slmctl("--version");
+    CHECK(r.exit_code == 0);
+    CHECK(r.out.find("slmctl ") == 0);
+    CHECK(r.out.find("libtorch") != std::string::npos);
+    CHECK(r.out.find("faiss 1.") != std::string::npos);
+    CHECK(r.out.find("sqlite 3.") != std::string::npos);
+    CHECK(r.out.find("CUDA compiled:") != std::string::npos);
+}
+
+TEST_CASE("usage errors exit 2") {
+    CHECK(test::run_slmctl("").exit_code == 2);                       // no subcommand
+    CHECK(test::run_slmctl("--no-such-flag db info").exit_code == 2);
+    CHECK(test::run_slmctl("nosuchcommand").exit_code == 2);
+    CHECK(test::run_slmctl("db info --threads -3").exit_code == 2);
+}
+
+TEST_CASE("db info on a missing database is a user error: exit 1 with error and hint") {
+    test::temp_dir t;
+    auto r = test::run_slmctl("db info --db '" + (t / "missing.db") + "'");
+    CHECK(r.exit_code == 1);
+    CHECK(r.err.find("error: ") == 0);
+    CHECK(r.err.find("missing.db") != std::string::npos);
+    CHECK(r.err.find("hint: ") != std::string::npos);
+}
+
+TEST_CASE("db init creates the schema; db info --json parses and lists every table; SLMCTL_DB") {
+    test::temp_dir t;
+    std::string db = t / "x.db";
+    auto init = test::run_slmctl("db init --json --db '" + db + "'");
+    REQUIRE_MESSAGE(init.exit_code == 0, init.err);
+    int version = nlohmann::json::parse(init.out)["schema_version"].get<int>();
+    CHECK(version >= 1);
+    auto r = test::run_slmctl("db info --json --db '" + db + "'");
+    REQUIRE_MESSAGE(r.exit_code == 0, r.err);
+    auto j = nlohmann::json::parse(r.out);
+    CHECK(j["schema_version"].get<int>() == version);
+    CHECK(j["schema_version_latest"].get<int>() == version);
+    CHECK(j["journal_mode"] == "wal");
+    CHECK(j["bytes"].get<int64_t>() > 0);
+    for (const char* tb : {"runs", "calls", "quarantine", "clusters", "cluster_members", "selections", "adapters",
+                           "eval_results"}) {
+        REQUIRE_MESSAGE(j["tables"].contains(tb), tb);
+        CHECK(j["tables"][tb].get<int64_t>() == 0);
+    }
+    setenv("SLMCTL_DB", db.c_str(), 1);
+    auto r2 = test::run_slmctl("db info");
+    unsetenv("SLMCTL_DB");
+    CHECK(r2.exit_code == 0);
+    CHECK(r2.out.find("x.db") != std::string::npos);
+    CHECK(r2.out.find("calls") != std::string::npos);
+}
+
+TEST_CASE("subcommands that are not built yet say so and exit 2") {
+    for (const char* sc : {"select", "finetune", "eval", "run", "route"}) {
+        auto r = test::run_slmctl(sc);
+        CHECK_MESSAGE(r.exit_code == 2, sc);
+        CHECK_MESSAGE(r.err.find("not built yet") != std::string::npos, sc);
+        CHECK(r.out.empty());
+    }
+}
