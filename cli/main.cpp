@@ -34,7 +34,7 @@ int main(int argc, char** argv) {
         if (sc.setup) {
             sc.setup(*sub);
         } else {
-            sub->allow_extras();  // so the user sees "not built", not a flag error
+            sub->fallthrough(false)->allow_extras();  // keep its future flags: the user sees "not built"
             std::string name = sc.name, issue = sc.issue;
             sub->callback([name, issue] { cli::not_built(name, issue); });
         }

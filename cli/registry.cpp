@@ -15,14 +15,14 @@ global_options& globals() {
 
 const std::vector<subcommand>& subcommands() {
     static const std::vector<subcommand> table = {
-        {"collect", "S1+S2: ingest agent call logs into the database, scrubbed and validated", nullptr, "#4"},
-        {"cluster", "S3: embed and cluster the stored calls into recurring tasks", nullptr, "#6"},
+        {"collect", "S1+S2: ingest agent call logs into the database, scrubbed and validated", nullptr, "issue #4"},
+        {"cluster", "S3: embed and cluster the stored calls into recurring tasks", nullptr, "issue #6"},
         {"select", "S4: rank candidate small models per cluster", nullptr, "the select issue (not filed yet)"},
         {"finetune", "S5: LoRA fine-tune a small model on a cluster's calls", nullptr, "the finetune issue (not filed yet)"},
         {"eval", "replay held-out calls: small model vs the logged LLM answers", nullptr, "the eval issue (not filed yet)"},
         {"run", "S6: run the whole pipeline (collect -> cluster -> select -> finetune -> eval)", nullptr, "the run/route issue (not filed yet)"},
         {"route", "route new calls to their cluster and adapter", nullptr, "the run/route issue (not filed yet)"},
-        {"model", "inspect a model, tokenize, generate (GGUF file or HF directory)", nullptr, "#5"},
+        {"model", "inspect a model, tokenize, generate (GGUF file or HF directory)", nullptr, "issue #5"},
         {"db", "inspect the database", set_db_command},
     };
     return table;
@@ -57,7 +57,7 @@ void print_json(const nlohmann::json& j) { fmt::print("{}\n", j.dump(2)); }
 
 void not_built(const std::string& command, const std::string& issue) {
     throw usage_error(fmt::format("`slmctl {}` is not built yet in this version", command),
-                      fmt::format("it is tracked in issue {}; nothing was done", issue));
+                      fmt::format("it is tracked in {}; nothing was done", issue));
 }
 
 std::string version_string() {
