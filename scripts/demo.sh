@@ -23,7 +23,10 @@ try() {  # runs a stage; an unbuilt stage (exit 2) is reported and the demo goes
 step "slmctl --version"
 $slm --version
 step "S1+S2 collect: ingest sample_logs/ (scrub, validate, dedupe, quarantine)"
-try $slm collect sample_logs/
+# every log file, bad/ included (its malformed lines land in quarantine); labels.jsonl is ground
+# truth for tests and benches, not a log
+logs=$(find sample_logs -name '*.jsonl' ! -name labels.jsonl | sort)
+try $slm collect $logs
 step "S3 cluster: recurring tasks and their SLM suitability"
 try $slm cluster
 step "S4 select: candidate small models per cluster"
