@@ -41,6 +41,9 @@ const std::vector<subcommand>& subcommands();
 
 // One per cmd-*.cpp file.
 void set_db_command(CLI::App& sub);
+void set_collect_command(CLI::App& sub);
+void set_cluster_command(CLI::App& sub);
+void set_model_command(CLI::App& sub);
 
 /// One line: "slmctl 0.1.0 (libtorch x, faiss y, sqlite z, CUDA compiled: yes/no)".
 std::string version_string();

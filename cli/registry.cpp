@@ -15,14 +15,14 @@ global_options& globals() {
 
 const std::vector<subcommand>& subcommands() {
     static const std::vector<subcommand> table = {
-        {"collect", "S1+S2: ingest agent call logs into the database, scrubbed and validated", nullptr, "issue #4"},
-        {"cluster", "S3: embed and cluster the stored calls into recurring tasks", nullptr, "issue #6"},
+        {"collect", "S1+S2: ingest agent call logs into the database, scrubbed and validated", set_collect_command},
+        {"cluster", "S3: embed and cluster the stored calls into recurring tasks", set_cluster_command},
         {"select", "S4: rank candidate small models per cluster", nullptr, "the select issue (not filed yet)"},
         {"finetune", "S5: LoRA fine-tune a small model on a cluster's calls", nullptr, "the finetune issue (not filed yet)"},
         {"eval", "replay held-out calls: small model vs the logged LLM answers", nullptr, "the eval issue (not filed yet)"},
         {"run", "S6: run the whole pipeline (collect -> cluster -> select -> finetune -> eval)", nullptr, "the run/route issue (not filed yet)"},
         {"route", "route new calls to their cluster and adapter", nullptr, "the run/route issue (not filed yet)"},
-        {"model", "inspect a model, tokenize, generate (GGUF file or HF directory)", nullptr, "issue #5"},
+        {"model", "inspect a model, tokenize, generate (GGUF file or HF directory)", set_model_command},
         {"db", "inspect the database", set_db_command},
     };
     return table;

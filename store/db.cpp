@@ -46,6 +46,9 @@ db db::open(const std::string& path, open_mode mode) {
     sqlite3_busy_timeout(d.h_, 10000);
     d.exec("PRAGMA foreign_keys = ON");
     if (mode == open_mode::read_write) {
+        // 16 KiB pages: random-key index inserts (content_id) rewrite fewer pages; measured ~20%
+        // less CPU for a 1 GB collect and a 25% smaller file. Only takes effect on a new database.
+        d.exec("PRAGMA page_size = 16384");
         // WAL: readers (db info, other stages) proceed while collect writes.
         d.exec("PRAGMA journal_mode = WAL");
         d.exec("PRAGMA synchronous = NORMAL");

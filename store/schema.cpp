@@ -122,6 +122,21 @@ CREATE TABLE eval_results (
 );
 CREATE INDEX eval_results_run ON eval_results(run_id);
 )SQL"},
+    {2, "cluster_models: what a clustering run needs to embed a new call the same way (slmctl route)", R"SQL(
+-- S3: one per clustering run: the embedder's name, resolved params and its fitted state
+-- (tfidf: idf table and the sketch+PCA projection), so assign() embeds new calls like the run did,
+-- and the k-means cells whose owners are the clusters (a new call joins its nearest cell's cluster).
+CREATE TABLE cluster_models (
+    run_id      INTEGER PRIMARY KEY REFERENCES runs(id) ON DELETE CASCADE,
+    embedder    TEXT NOT NULL,                 -- tfidf, minilm, model:PATH
+    dim         INTEGER NOT NULL,              -- embedding (and centroid) dimension
+    params      TEXT NOT NULL DEFAULT '{}',    -- embedder parameters (JSON)
+    blob        BLOB NOT NULL,                 -- fitted state, format owned by clustering/
+    cells       BLOB NOT NULL,                 -- float32 (n_cells, dim): k-means cell centroids
+    cell_owner  TEXT NOT NULL,                 -- JSON array: the cluster idx of each cell
+    cell_workload TEXT NOT NULL                -- JSON array: the workload_id each cell serves ("" = any)
+);
+)SQL"},
     };
     return list;
 }
@@ -129,7 +144,7 @@ CREATE INDEX eval_results_run ON eval_results(run_id);
 
 const std::vector<std::string>& pipeline_tables() {
     static const std::vector<std::string> t = {"runs",     "calls",      "quarantine",  "clusters",
-                                               "cluster_members", "selections", "adapters", "eval_results"};
+                                               "cluster_members", "cluster_models", "selections", "adapters", "eval_results"};
     return t;
 }
 

@@ -1,0 +1,362 @@
+// The Llama-family decoder's math: RMSNorm, rotate-half RoPE, grouped-query attention over a
+// preallocated KV cache, SwiGLU MLP, and projections that carry optional LoRA adapters.
+#include "model/llama.h"
+
+#include <torch/torch.h>
+
+#include <cmath>
+#include <limits>
+
+#include "common/common.h"
+
+namespace slm::model {
+
+// B batch, T time, S key slots, C channels, H heads, K kv heads, R = H/K, D head dim, F ffn, V vocab
+
+void llama_config::validate(const std::string& source) const {
+    auto need = [&](bool ok, const std::string& what) {
+        if (!ok)
+            throw user_error(fmt::format("{}: invalid model config: {}", source, what),
+                             "the checkpoint's config (config.json or GGUF metadata) is incomplete or not a "
+                             "Llama-family decoder");
+    };
+    need(vocab_size > 0, fmt::format("vocab size {}", vocab_size));
+    need(dim > 0, fmt::format("hidden size {}", dim));
+    need(n_layers > 0 && n_layers < 1024, fmt::format("{} layers", n_layers));
+    need(n_heads > 0, fmt::format("{} attention heads", n_heads));
+    need(n_kv_heads > 0 && n_heads % n_kv_heads == 0,
+         fmt::format("{} key/value heads do not divide {} heads", n_kv_heads, n_heads));
+    need(head_dim > 0 && head_dim % 2 == 0, fmt::format("head dim {} (must be even)", head_dim));
+    need(ffn_dim > 0, fmt::format("feed-forward size {}", ffn_dim));
+    need(context_length > 0 && context_length <= (1 << 24), fmt::format("context length {}", context_length));
+    need(rms_eps > 0 && rms_eps < 1, fmt::format("rms eps {}", rms_eps));
+    need(rope_theta > 1, fmt::format("rope theta {}", rope_theta));
+    need(rope_freq_factors.empty() || static_cast<int64_t>(rope_freq_factors.size()) == head_dim / 2,
+         fmt::format("{} rope frequency factors for head dim {}", rope_freq_factors.size(), head_dim));
+}
+
+std::string llama_config::summary() const {
+    return fmt::format("{}: {} layers, C {}, H {}/K {}, D {}, F {}, V {}, ctx {}, theta {:g}, eps {:g}{}{}", arch,
+                       n_layers, dim, n_heads, n_kv_heads, head_dim, ffn_dim, vocab_size, context_length, rope_theta,
+                       rms_eps, tied_embeddings ? ", tied" : "", qkv_bias ? ", qkv bias" : "");
+}
+
+std::vector<float> llama3_rope_factors(int64_t head_dim, float theta, float factor, float low_freq_factor,
+                                       float high_freq_factor, int64_t original_context) {
+    // transformers' _compute_llama3_parameters, expressed as divisors (llama.cpp's rope_freqs)
+    const double low_wavelen = original_context / low_freq_factor;
+    const double high_wavelen = original_context / high_freq_factor;
+    std::vector<float> out;
+    for (int64_t i = 0; i < head_dim; i += 2) {
+        const double inv_freq = 1.0 / std::pow(static_cast<double>(theta), static_cast<double>(i) / head_dim);
+        const double wavelen = 2 * M_PI / inv_freq;
+        if (wavelen < high_wavelen) {
+            out.push_back(1.f);
+        } else if (wavelen > low_wavelen) {
+            out.push_back(factor);
+        } else {
+            const double smooth = (original_context / wavelen - low_freq_factor) / (high_freq_factor - low_freq_factor);
+            out.push_back(static_cast<float>(1.0 / ((1 - smooth) / factor + smooth)));
+        }
+    }
+    return out;
+}
+
+const char* proj_name(proj p) {
+    switch (p) {
+        case proj::q: return "q";
+        case proj::k: return "k";
+        case proj::v: return "v";
+        case proj::o: return "o";
+        case proj::gate: return "gate";
+        case proj::up: return "up";
+        case proj::down: return "down";
+    }
+    return "?";
+}
+
+lora_linear& llama_layer::projection(proj p) {
+    return const_cast<lora_linear&>(static_cast<const llama_layer*>(this)->projection(p));
+}
+const lora_linear& llama_layer::projection(proj p) const {
+    switch (p) {
+        case proj::q: return wq;
+        case proj::k: return wk;
+        case proj::v: return wv;
+        case proj::o: return wo;
+        case proj::gate: return w_gate;
+        case proj::up: return w_up;
+        case proj::down: return w_down;
+    }
+    SLM_ASSERT(false, "bad projection {}", static_cast<int>(p));
+}
+
+namespace {
+
+// y = x W^T + b. A single fp32 row on the CPU goes through gemv: OpenBLAS's sgemm is ~3x slower
+// for M = 1, and batch-1 decoding is all M = 1.
+torch::Tensor linear(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b) {
+    if (x.numel() == x.size(-1) && x.scalar_type() == torch::kFloat32 && x.is_cpu() && !x.requires_grad() &&
+        !w.requires_grad()) {
+        auto sizes = x.sizes().vec();
+        sizes.back() = w.size(0);
+        auto y = torch::mv(w, x.reshape({-1}));
+        if (b.defined()) y = y + b;
+        return y.view(sizes);
+    }
+    return torch::linear(x, w, b);
+}
+
+}  // namespace
+
+torch::Tensor lora_linear::forward(const torch::Tensor& x) const {
+    auto y = linear(x, weight, bias);  // (..., out)
+    if (lora_a.defined()) {
+        auto ax = torch::linear(x, lora_a);  // (..., r)
+        y = y + torch::linear(ax, lora_b) * lora_scale;
+    }
+    return y;
+}
+
+torch::Tensor rms_norm(const torch::Tensor& x, const torch::Tensor& w, double eps) {
+    auto xf = x.to(torch::kFloat32);                                   // (..., C)
+    auto inv = torch::rsqrt(xf.pow(2).mean(-1, /*keepdim=*/true) + eps);  // (..., 1)
+    return w * (xf * inv).to(x.scalar_type());
+}
+
+torch::Tensor unpermute_interleaved_rope(const torch::Tensor& w, int64_t n_heads) {
+    // interleaved pairs (x0,x1),(x2,x3).. of each head -> halves (x0,x2,..),(x1,x3,..), as
+    // transformers' convert_llama_weights_to_hf permute(): view(H, D/2, 2, ...).transpose(1, 2)
+    auto sizes = w.sizes().vec();
+    const int64_t rows = sizes[0];
+    SLM_ASSERT(rows % (2 * n_heads) == 0, "rows {} for {} heads", rows, n_heads);
+    std::vector<int64_t> v = {n_heads, rows / n_heads / 2, 2};
+    v.insert(v.end(), sizes.begin() + 1, sizes.end());
+    return w.reshape(v).transpose(1, 2).reshape(sizes).contiguous();
+}
+
+torch::ScalarType parse_dtype(const std::string& name) {
+    if (name == "fp32" || name == "float32" || name == "f32") return torch::kFloat32;
+    if (name == "bf16" || name == "bfloat16") return torch::kBFloat16;
+    if (name == "fp16" || name == "float16" || name == "f16") return torch::kFloat16;
+    throw user_error(fmt::format("unknown dtype '{}'", name), "use fp32 or bf16");
+}
+
+const char* dtype_name(torch::ScalarType t) {
+    switch (t) {
+        case torch::kFloat32: return "fp32";
+        case torch::kBFloat16: return "bf16";
+        case torch::kFloat16: return "fp16";
+        default: return "other";
+    }
+}
+
+// ---- the model ---------------------------------------------------------------------------------
+
+void llama_model::finalize() {
+    const auto& c = config;
+    const int64_t D = c.head_dim;
+    SLM_ASSERT(tok_embd.defined(), "finalize() before the weights are set");
+    // float32 like transformers' LlamaRotaryEmbedding: inv_freq = 1 / theta^(2i/D), angle = p * inv_freq
+    auto f32 = torch::TensorOptions().dtype(torch::kFloat32);
+    auto inv_freq = 1.0 / torch::pow(torch::tensor(c.rope_theta, f32),
+                                     torch::arange(0, D, 2, torch::kInt64).to(torch::kFloat32) / D);  // (D/2)
+    if (!c.rope_freq_factors.empty()) inv_freq = inv_freq / torch::tensor(c.rope_freq_factors, f32);
+    auto pos = torch::arange(c.context_length, torch::kInt64).to(torch::kFloat32);  // (P)
+    auto ang = torch::outer(pos, inv_freq);                                         // (P, D/2)
+    auto emb = torch::cat({ang, ang}, -1);                                          // (P, D)
+    rope_cos_ = emb.cos().to(device());
+    rope_sin_ = emb.sin().to(device());
+
+    // fuse q/k/v and gate/up, then point the projections at row views of the fused tensors
+    for (auto& L : layers) {
+        L.qkv_weight = torch::cat({L.wq.weight, L.wk.weight, L.wv.weight}, 0);
+        const int64_t nq = L.wq.out_features(), nk = L.wk.out_features(), nv = L.wv.out_features();
+        L.wq.weight = L.qkv_weight.narrow(0, 0, nq);
+        L.wk.weight = L.qkv_weight.narrow(0, nq, nk);
+        L.wv.weight = L.qkv_weight.narrow(0, nq + nk, nv);
+        if (L.wq.bias.defined() && L.wk.bias.defined() && L.wv.bias.defined()) {
+            L.qkv_bias = torch::cat({L.wq.bias, L.wk.bias, L.wv.bias}, 0);
+            L.wq.bias = L.qkv_bias.narrow(0, 0, nq);
+            L.wk.bias = L.qkv_bias.narrow(0, nq, nk);
+            L.wv.bias = L.qkv_bias.narrow(0, nq + nk, nv);
+        } else {
+            L.qkv_bias = torch::Tensor();
+        }
+        const int64_t F = L.w_gate.out_features();
+        L.gate_up_weight = torch::cat({L.w_gate.weight, L.w_up.weight}, 0);
+        L.w_gate.weight = L.gate_up_weight.narrow(0, 0, F);
+        L.w_up.weight = L.gate_up_weight.narrow(0, F, F);
+    }
+}
+
+void llama_model::to(torch::ScalarType dt, torch::Device dev) {
+    auto mv = [&](torch::Tensor& t) {
+        if (t.defined()) t = t.to(dev, dt);
+    };
+    const bool tied = output.defined() && output.is_same(tok_embd);
+    mv(tok_embd);
+    mv(out_norm);
+    if (tied)
+        output = tok_embd;
+    else
+        mv(output);
+    for (auto& L : layers) {
+        mv(L.attn_norm);
+        mv(L.ffn_norm);
+        for (int p = 0; p < n_projs; ++p) {
+            auto& P = L.projection(static_cast<proj>(p));
+            mv(P.weight), mv(P.bias), mv(P.lora_a), mv(P.lora_b);
+        }
+    }
+    finalize();
+}
+
+kv_cache llama_model::new_cache(int64_t batch, int64_t capacity) const {
+    kv_cache c;
+    auto opt = torch::TensorOptions().dtype(torch::kFloat32).device(device());  // see attention()
+    for (size_t l = 0; l < layers.size(); ++l) {
+        c.k.push_back(torch::zeros({batch, config.n_kv_heads, capacity, config.head_dim}, opt));
+        c.v.push_back(torch::zeros({batch, config.n_kv_heads, capacity, config.head_dim}, opt));
+    }
+    return c;
+}
+
+int64_t llama_model::n_params() const {
+    int64_t n = tok_embd.numel() + out_norm.numel();
+    if (output.defined() && !output.is_same(tok_embd)) n += output.numel();
+    for (const auto& L : layers) {
+        n += L.attn_norm.numel() + L.ffn_norm.numel();
+        for (int p = 0; p < n_projs; ++p) {
+            const auto& P = L.projection(static_cast<proj>(p));
+            n += P.weight.numel() + (P.bias.defined() ? P.bias.numel() : 0);
+        }
+    }
+    return n;
+}
+
+namespace {
+
+// rotate-half RoPE: x * cos + [-x2, x1] * sin.   x (B, H, T, D), cos/sin (B, 1, T, D)
+torch::Tensor apply_rope(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin) {
+    const int64_t half = x.size(-1) / 2;
+    auto x1 = x.narrow(-1, 0, half);
+    auto x2 = x.narrow(-1, half, half);
+    auto rot = torch::cat({-x2, x1}, -1);
+    return x * cos + rot * sin;
+}
+
+}  // namespace
+
+torch::Tensor llama_model::attention(const llama_layer& L, int64_t layer, const torch::Tensor& x,
+                                     const torch::Tensor& cos, const torch::Tensor& sin, const torch::Tensor& bias,
+                                     kv_cache* cache) const {
+    const auto& c = config;
+    const int64_t B = x.size(0), T = x.size(1), H = c.n_heads, K = c.n_kv_heads, D = c.head_dim, R = H / K;
+    torch::Tensor q, k, v;
+    if (L.qkv_weight.defined() && !L.wq.has_lora() && !L.wk.has_lora() && !L.wv.has_lora() &&
+        L.wq.bias.defined() == L.qkv_bias.defined()) {
+        auto qkv = linear(x, L.qkv_weight, L.qkv_bias);  // (B, T, (H + 2K) * D)
+        q = qkv.narrow(-1, 0, H * D);
+        k = qkv.narrow(-1, H * D, K * D);
+        v = qkv.narrow(-1, (H + K) * D, K * D);
+    } else {
+        q = L.wq.forward(x), k = L.wk.forward(x), v = L.wv.forward(x);
+    }
+    q = q.reshape({B, T, H, D}).transpose(1, 2);  // (B, H, T, D)
+    k = k.reshape({B, T, K, D}).transpose(1, 2);  // (B, K, T, D)
+    v = v.reshape({B, T, K, D}).transpose(1, 2);  // (B, K, T, D)
+    q = apply_rope(q, cos, sin);
+    k = apply_rope(k, cos, sin);
+    // attention runs in float32 whatever the weights' dtype: bf16 scores (magnitude ~10-30) would
+    // lose a tenth of a logit, enough to flip greedy choices; the cache is float32 for that reason
+    k = k.to(torch::kFloat32);
+    v = v.to(torch::kFloat32);
+    torch::Tensor keys = k, values = v;  // (B, K, S, D)
+    if (cache) {
+        const int64_t past = cache->len;
+        cache->k[layer].narrow(2, past, T).copy_(k);
+        cache->v[layer].narrow(2, past, T).copy_(v);
+        keys = cache->k[layer].narrow(2, 0, past + T);
+        values = cache->v[layer].narrow(2, 0, past + T);
+    }
+    const int64_t S = keys.size(2);
+    // grouped-query attention without repeating K/V: the R query heads of one kv head become rows
+    auto qg = q.to(torch::kFloat32).contiguous().view({B, K, R * T, D});         // (B, K, R*T, D)
+    auto att = torch::matmul(qg, keys.transpose(-2, -1)) * (1.0 / std::sqrt(double(D)));  // (B, K, R*T, S)
+    att = att.view({B, K, R, T, S});
+    if (bias.defined()) att = att + bias;                                         // bias (B, 1, 1, T, S)
+    att = torch::softmax(att, -1).view({B, K, R * T, S});
+    auto y = torch::matmul(att, values);                                          // (B, K, R*T, D)
+    y = y.view({B, H, T, D}).transpose(1, 2).reshape({B, T, H * D}).to(x.scalar_type());  // (B, T, H*D)
+    return L.wo.forward(y);                                                       // (B, T, C)
+}
+
+torch::Tensor llama_model::forward(const forward_args& a) const {
+    const auto& c = config;
+    SLM_ASSERT(a.tokens.dim() == 2, "tokens must be (B, T)");
+    const int64_t B = a.tokens.size(0), T = a.tokens.size(1);
+    const int64_t past = a.cache ? a.cache->len : 0, S = past + T;
+    if (a.cache) {
+        SLM_ASSERT(a.cache->batch() == B, "cache batch {} != {}", a.cache->batch(), B);
+        SLM_ASSERT(S <= a.cache->capacity(), "cache overflow: {} slots needed, {} allocated", S, a.cache->capacity());
+    }
+    const auto dev = device();
+    auto positions = a.positions.defined() ? a.positions
+                                           : (torch::arange(past, S, torch::TensorOptions().dtype(torch::kInt64).device(dev))
+                                                  .unsqueeze(0)
+                                                  .expand({B, T}));  // (B, T)
+    if (S > c.context_length)
+        throw user_error(fmt::format("sequence of {} tokens exceeds the model's context length {}", S, c.context_length),
+                         "use a shorter prompt or fewer --max-tokens");
+    auto pos_flat = positions.reshape({-1}).clamp(0, c.context_length - 1);
+    auto cos = rope_cos_.index_select(0, pos_flat).view({B, 1, T, c.head_dim}).to(dtype());  // (B, 1, T, D)
+    auto sin = rope_sin_.index_select(0, pos_flat).view({B, 1, T, c.head_dim}).to(dtype());
+
+    // additive attention bias (B, 1, 1, T, S): causal, padding slots masked; a query always sees
+    // its own slot so that padding rows stay finite
+    torch::Tensor bias;
+    if (T > 1 || a.key_valid.defined()) {
+        auto iopt = torch::TensorOptions().dtype(torch::kInt64).device(dev);
+        auto qslot = torch::arange(past, S, iopt).view({T, 1});  // (T, 1)
+        auto kslot = torch::arange(0, S, iopt).view({1, S});     // (1, S)
+        auto allowed = (kslot <= qslot).unsqueeze(0);            // (1, T, S)
+        if (a.key_valid.defined()) {
+            SLM_ASSERT(a.key_valid.size(0) == B && a.key_valid.size(1) >= S, "key_valid must be (B, >= S)");
+            allowed = allowed.logical_and(a.key_valid.narrow(1, 0, S).unsqueeze(1));  // (B, T, S)
+        }
+        allowed = allowed.logical_or((kslot == qslot).unsqueeze(0));
+        bias = torch::zeros(allowed.sizes(), torch::TensorOptions().dtype(torch::kFloat32).device(dev))
+                   .masked_fill(allowed.logical_not(), -std::numeric_limits<float>::infinity())
+                   .view({allowed.size(0), 1, 1, T, S});
+    }
+
+    auto x = torch::embedding(tok_embd, a.tokens);  // (B, T, C)
+    for (size_t l = 0; l < layers.size(); ++l) {
+        const auto& L = layers[l];
+        auto h = x + attention(L, static_cast<int64_t>(l), rms_norm(x, L.attn_norm, c.rms_eps), cos, sin, bias, a.cache);
+        auto m = rms_norm(h, L.ffn_norm, c.rms_eps);  // (B, T, C)
+        torch::Tensor gate, up;  // (B, T, F)
+        if (L.gate_up_weight.defined() && !L.w_gate.has_lora() && !L.w_up.has_lora()) {
+            auto gu = linear(m, L.gate_up_weight, torch::Tensor());  // (B, T, 2F)
+            gate = gu.narrow(-1, 0, c.ffn_dim);
+            up = gu.narrow(-1, c.ffn_dim, c.ffn_dim);
+        } else {
+            gate = L.w_gate.forward(m), up = L.w_up.forward(m);
+        }
+        auto ff = L.w_down.forward(torch::silu(gate) * up);  // (B, T, C)
+        x = h + ff;
+    }
+    if (a.cache) a.cache->len = S;
+    if (a.last_only) x = x.narrow(1, T - 1, 1);  // (B, 1, C)
+    x = rms_norm(x, out_norm, c.rms_eps);
+    return linear(x, output, torch::Tensor()).to(torch::kFloat32);  // (B, T, V)
+}
+
+torch::Tensor llama_model::forward(const torch::Tensor& tokens) const {
+    forward_args a;
+    a.tokens = tokens;
+    return forward(a);
+}
+
+}  // namespace slm::model
