@@ -69,10 +69,44 @@ TEST_CASE("db init creates the schema; db info --json parses and lists every tab
 }
 
 TEST_CASE("subcommands that are not built yet say so and exit 2") {
-    for (const char* sc : {"select", "finetune", "eval", "run", "route"}) {
+    for (const char* sc : {"select", "finetune", "eval", "run", "route"}) {  // not built yet
         auto r = test::run_slmctl(sc);
         CHECK_MESSAGE(r.exit_code == 2, sc);
         CHECK_MESSAGE(r.err.find("not built yet") != std::string::npos, sc);
         CHECK(r.out.empty());
     }
+}
+
+TEST_CASE("model info / tokenize / generate through the CLI") {
+    const std::string tiny = test::shared_data("models/ollama_tiny/llama-2-tiny-random.gguf");
+    auto info = test::run_slmctl("model info --json '" + tiny + "'");
+    REQUIRE_MESSAGE(info.exit_code == 0, info.err);
+    auto ij = nlohmann::json::parse(info.out);
+    CHECK(ij["architecture"] == "llama");
+    CHECK(ij["format"] == "gguf");
+    CHECK(ij["layers"] == 1);
+    CHECK(ij["hidden_size"] == 8);
+
+    // SmolLM2 (fetched by the set-up): ids round-trip, digits split one by one
+    const std::string smol = std::string(std::getenv("HOME")) + "/.cache/slmctl/models/SmolLM2-135M-Instruct.Q4_1.gguf";
+    auto tok = test::run_slmctl("model tokenize --json --decode '" + smol + "' --text 'Hello world 123'");
+    REQUIRE_MESSAGE(tok.exit_code == 0, tok.err, " (run scripts/fetch-models.sh)");
+    auto tj = nlohmann::json::parse(tok.out);
+    CHECK(tj["decoded"] == "Hello world 123");
+    CHECK(tj["tokens"].back() == "3");
+    CHECK(tj["count"] == tj["ids"].size());
+
+    // the trained stories260K model: greedy generation is deterministic and honours --max-tokens
+    const std::string stories = test::shared_data("models/llama2c/stories260K.bin");
+    auto g1 = test::run_slmctl("model generate --json '" + stories + "' --prompt 'Once upon a time' --max-tokens 12");
+    auto g2 = test::run_slmctl("model generate --json '" + stories + "' --prompt 'Once upon a time' --max-tokens 12");
+    REQUIRE_MESSAGE(g1.exit_code == 0, g1.err);
+    auto j1 = nlohmann::json::parse(g1.out), j2 = nlohmann::json::parse(g2.out);
+    CHECK(j1["results"][0]["ids"].size() == 12);
+    CHECK(j1["results"][0]["ids"] == j2["results"][0]["ids"]);
+
+    auto missing = test::run_slmctl("model info /nonexistent/model.gguf");
+    CHECK(missing.exit_code == 1);
+    CHECK(missing.err.find("hint: ") != std::string::npos);
+    CHECK(test::run_slmctl("model generate '" + stories + "'").exit_code == 2);  // needs --prompt or --chat
 }
