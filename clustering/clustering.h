@@ -85,7 +85,7 @@ std::unique_ptr<embedder> fit_tfidf(const std::vector<std::string_view>& docs, c
 std::unique_ptr<embedder> load_embedder(const std::string& name, const std::vector<uint8_t>& blob);
 
 /// The pretrained embedder a `--embedder` value names; usage_error for unknown names and for
-/// embedders this build does not provide yet (model:PATH).
+/// a model path that cannot be loaded (user_error from model/).
 std::unique_ptr<embedder> make_pretrained_embedder(const std::string& spec);
 
 // ---- k-means ----------------------------------------------------------------------------------

@@ -4,6 +4,7 @@
 #include "clustering/embedder-io.h"
 #include "common/common.h"
 #include "model/bert.h"
+#include "model/model.h"
 
 namespace slm::clustering {
 
@@ -32,6 +33,29 @@ private:
     model::sentence_embedder m_;
 };
 
+/// model:PATH: any checkpoint model/ loads, mean-pooled final hidden states (model.h).
+class decoder_embedder final : public embedder {
+public:
+    explicit decoder_embedder(std::string path) : path_(std::move(path)), m_(model::load_model(path_)) {}
+    std::string name() const override { return "model:" + path_; }
+    int dim() const override { return static_cast<int>(m_->info().dim); }
+    void embed(const std::vector<std::string_view>& docs, float* out) const override {
+        std::vector<std::string> texts(docs.begin(), docs.end());
+        auto v = m_->embed_mean_pooled(texts);
+        SLM_ASSERT(v.size() == docs.size() * static_cast<size_t>(dim()), "model returned {} floats", v.size());
+        std::copy(v.begin(), v.end(), out);
+    }
+    nlohmann::json params() const override { return {{"model", path_}, {"pooling", "mean"}, {"max_tokens", 256}}; }
+    std::vector<uint8_t> save() const override {
+        auto s = nlohmann::json{{"model", path_}}.dump();
+        return {s.begin(), s.end()};
+    }
+
+private:
+    std::string path_;
+    std::unique_ptr<model::language_model> m_;
+};
+
 }  // namespace
 
 std::unique_ptr<embedder> make_pretrained_embedder(const std::string& spec) {
@@ -41,8 +65,7 @@ std::unique_ptr<embedder> make_pretrained_embedder(const std::string& spec) {
     if (spec.rfind("model:", 0) == 0) {
         if (spec.size() == 6)
             throw usage_error("--embedder model: needs a path", "e.g. --embedder model:/path/to/model.gguf");
-        throw usage_error("the model:PATH embedder is not built yet in this version",
-                          "it needs hidden states from the model/ module; use --embedder tfidf (the default)");
+        return std::make_unique<decoder_embedder>(spec.substr(6));
     }
     throw usage_error(fmt::format("unknown embedder '{}'", spec), "use tfidf, minilm or model:PATH");
 }
@@ -55,6 +78,13 @@ std::unique_ptr<embedder> load_embedder(const std::string& name, const std::vect
             throw user_error("the stored minilm embedder state is corrupt (cluster_models.blob)",
                              "re-run `slmctl cluster --embedder minilm`");
         return std::make_unique<minilm_embedder>(j["model_dir"].get<std::string>());
+    }
+    if (name.rfind("model:", 0) == 0) {
+        auto j = nlohmann::json::parse(blob.begin(), blob.end(), nullptr, false);
+        if (j.is_discarded() || !j.contains("model") || !j["model"].is_string())
+            throw user_error("the stored model embedder state is corrupt (cluster_models.blob)",
+                             "re-run `slmctl cluster --embedder model:PATH`");
+        return std::make_unique<decoder_embedder>(j["model"].get<std::string>());
     }
     throw user_error(fmt::format("the stored run uses the '{}' embedder, which this slmctl cannot load", name),
                      "re-run `slmctl cluster` with --embedder tfidf");

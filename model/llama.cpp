@@ -350,6 +350,7 @@ torch::Tensor llama_model::forward(const forward_args& a) const {
     if (a.cache) a.cache->len = S;
     if (a.last_only) x = x.narrow(1, T - 1, 1);  // (B, 1, C)
     x = rms_norm(x, out_norm, c.rms_eps);
+    if (a.hidden) return x.to(torch::kFloat32);  // (B, T, C)
     return linear(x, output, torch::Tensor()).to(torch::kFloat32);  // (B, T, V)
 }
 

@@ -99,6 +99,7 @@ struct forward_args {
     torch::Tensor key_valid;  ///< (B, S) bool, false for padding slots; undefined = all valid
     kv_cache* cache = nullptr;  ///< nullptr: no cache (training, scoring); else appended to
     bool last_only = false;   ///< logits for the last position only: (B, 1, V)
+    bool hidden = false;      ///< return the final-norm hidden states (B, T, C) float32, not logits
 };
 
 /// The decoder. Plain tensors (no nn::Module) so loaders fill them and LoRA finetuning adds

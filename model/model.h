@@ -108,6 +108,11 @@ public:
     std::vector<completion> chat_generate(const std::vector<std::vector<chat_message>>& chats, const text_params& p,
                                           generate_stats* stats = nullptr) const;
 
+    /// Sentence embeddings: the final-norm hidden states mean-pooled over each text's tokens
+    /// (at most `max_tokens`), L2-normalised. (n, info().dim) row-major float32.
+    std::vector<float> embed_mean_pooled(const std::vector<std::string>& texts, int max_tokens = 256,
+                                         int batch_size = 16) const;
+
 private:
     language_model();
     friend std::unique_ptr<language_model> load_model(const std::string& path, const load_options& opt);

@@ -184,8 +184,8 @@ TEST_CASE("tfidf save/load round-trips; damaged blobs are refused") {
     CHECK_THROWS_AS(load_embedder("nope", blob), user_error);
 }
 
-TEST_CASE("embedders that are not built say so as usage errors") {
-    CHECK_THROWS_AS(make_pretrained_embedder("model:/x.gguf"), usage_error);
+TEST_CASE("unknown embedders are usage errors; a missing model is a user error") {
+    CHECK_THROWS_AS(make_pretrained_embedder("model:/x.gguf"), user_error);  // no such file
     CHECK_THROWS_AS(make_pretrained_embedder("word2vec"), usage_error);
 }
 
@@ -419,7 +419,7 @@ TEST_CASE("run(): a fixed k, one workload, and the errors") {
     CHECK_THROWS_AS(run(d, p), usage_error);
     p.k_max = 40;
     p.embedder = "model:/x.gguf";
-    CHECK_THROWS_AS(run(d, p), usage_error);
+    CHECK_THROWS_AS(run(d, p), user_error);
 
     test::temp_dir t;
     auto empty = store::db::open(t / "empty.db");
@@ -507,7 +507,7 @@ TEST_CASE("slmctl cluster: table, --json, --show, --members, errors") {
     CHECK(missing.exit_code == 1);
 
     CHECK(test::run_slmctl(db + " cluster --k lots").exit_code == 2);
-    CHECK(test::run_slmctl(db + " cluster --embedder model:/x.gguf").exit_code == 2);
+    CHECK(test::run_slmctl(db + " cluster --embedder model:/x.gguf").exit_code == 1);
     test::temp_dir t;
     auto none = test::run_slmctl("--db '" + (t / "none.db") + "' cluster");
     CHECK(none.exit_code == 1);
@@ -663,4 +663,21 @@ TEST_CASE("--embedder minilm: the real pairs cluster with all-MiniLM-L6-v2, and 
     for (size_t i = 0; i < got.size(); ++i) same += got[i].cluster == members[i].cluster;
     MESSAGE("minilm: ", j.at("clusters").size(), " clusters; assign() agrees on ", same, "/", got.size());
     CHECK(same >= got.size() * 98 / 100);  // bf16 batches may differ by a rounding at a boundary
+}
+
+TEST_CASE("--embedder model:PATH: mean-pooled hidden states of a decoder cluster the real pairs") {
+    const std::string pairs = test::shared_data("logs/pydantic-ai-chat-completions.jsonl");
+    const std::string smol = slm::models_dir() + "/SmolLM2-135M-Instruct.Q4_1.gguf";
+    REQUIRE_MESSAGE(std::filesystem::exists(smol), "SmolLM2 not found: run scripts/fetch-models.sh");
+    test::temp_dir t;
+    std::string db = "--db '" + (t / "d.db") + "' --threads 1";
+    REQUIRE(test::run_slmctl(db + " collect '" + pairs + "'").exit_code == 0);
+    auto r = test::run_slmctl(db + " cluster --json --embedder 'model:" + smol + "'");
+    INFO(r.err);
+    REQUIRE(r.exit_code == 0);
+    auto j = nlohmann::json::parse(r.out);
+    CHECK(j.at("clusters").size() >= 3);
+    auto d = store::db::open(t / "d.db");
+    auto a = assigner::load(d, latest_run(d));  // reloads the model by its stored path
+    CHECK(a.k() >= 2);
 }
