@@ -2,7 +2,6 @@
 // IGNORE transactions, with the runs row, progress, SIGINT/SIGTERM handling and the summary.
 // With threads > 1 a producer thread reads and normalizes while this thread writes SQLite.
 #include <omp.h>
-#include <sqlite3.h>
 
 #include <condition_variable>
 #include <csignal>
@@ -267,70 +266,50 @@ public:
           quar_(d.prepare("INSERT OR IGNORE INTO quarantine (run_id, source_file, source_line, raw_hash, reason, "
                           "detail, raw) VALUES (?,?,?,?,?,?,?)")) {}
 
+    // text is bound without copying (bind_static): the records outlive the step
     bool insert(const call_record& c) {
-        sqlite3_stmt* s = call_.handle();
-        bind_text(s, 1, c.content_id);
-        bind_opt(s, 2, c.response_id);
-        sqlite3_bind_int64(s, 3, run_id_);
-        bind_text(s, 4, c.source_file);
-        sqlite3_bind_int64(s, 5, c.source_line);
-        bind_text(s, 6, format_name(c.format));
-        bind_opt(s, 7, c.workload_id);
-        bind_opt(s, 8, c.client_id);
-        bind_opt(s, 9, c.timestamp);
-        bind_opt(s, 10, c.model);
-        bind_text(s, 11, c.messages);
-        bind_opt(s, 12, c.tools);
+        constexpr bool null_if_empty = true;
+        call_.bind_static(1, c.content_id)
+            .bind_static(2, c.response_id, null_if_empty)
+            .bind(3, run_id_)
+            .bind_static(4, c.source_file)
+            .bind(5, static_cast<int64_t>(c.source_line))
+            .bind_static(6, format_name(c.format))
+            .bind_static(7, c.workload_id, null_if_empty)
+            .bind_static(8, c.client_id, null_if_empty)
+            .bind_static(9, c.timestamp, null_if_empty)
+            .bind_static(10, c.model, null_if_empty)
+            .bind_static(11, c.messages)
+            .bind_static(12, c.tools, null_if_empty);
         if (c.has_response_text)
-            bind_text(s, 13, c.response_text);
+            call_.bind_static(13, c.response_text);
         else
-            sqlite3_bind_null(s, 13);
-        bind_opt(s, 14, c.response_tool_calls);
-        bind_opt(s, 15, c.finish_reason);
-        if (c.latency_ms)
-            sqlite3_bind_double(s, 16, *c.latency_ms);
-        else
-            sqlite3_bind_null(s, 16);
-        if (c.prompt_tokens)
-            sqlite3_bind_int64(s, 17, *c.prompt_tokens);
-        else
-            sqlite3_bind_null(s, 17);
-        if (c.completion_tokens)
-            sqlite3_bind_int64(s, 18, *c.completion_tokens);
-        else
-            sqlite3_bind_null(s, 18);
-        bind_text(s, 19, c.task_text);
-        bind_text(s, 20, c.scrubbed);
-        bind_text(s, 21, c.flags);
+            call_.bind_null(13);
+        call_.bind_static(14, c.response_tool_calls, null_if_empty)
+            .bind_static(15, c.finish_reason, null_if_empty)
+            .bind(16, c.latency_ms)
+            .bind(17, c.prompt_tokens)
+            .bind(18, c.completion_tokens)
+            .bind_static(19, c.task_text)
+            .bind_static(20, c.scrubbed)
+            .bind_static(21, c.flags);
         call_.run();
         return d_.changes() == 1;
     }
 
     bool insert(const quarantine_record& q) {
-        sqlite3_stmt* s = quar_.handle();
-        sqlite3_bind_int64(s, 1, run_id_);
-        bind_text(s, 2, q.source_file);
-        sqlite3_bind_int64(s, 3, q.source_line);
-        bind_text(s, 4, q.raw_hash);
-        bind_text(s, 5, q.reason);
-        bind_text(s, 6, q.detail);
-        bind_text(s, 7, q.raw);
+        quar_.bind(1, run_id_)
+            .bind_static(2, q.source_file)
+            .bind(3, static_cast<int64_t>(q.source_line))
+            .bind_static(4, q.raw_hash)
+            .bind_static(5, q.reason)
+            .bind_static(6, q.detail)
+            .bind_static(7, q.raw);
         quar_.run();
         return d_.changes() == 1;
     }
 
 private:
-    // the bound buffers outlive the step, so SQLite need not copy them
-    static void bind_text(sqlite3_stmt* s, int i, std::string_view v) {
-        sqlite3_bind_text64(s, i, v.data(), v.size(), SQLITE_STATIC, SQLITE_UTF8);
-    }
-    static void bind_opt(sqlite3_stmt* s, int i, std::string_view v) {
-        if (v.empty())
-            sqlite3_bind_null(s, i);
-        else
-            bind_text(s, i, v);
-    }
-
     store::db& d_;
     int64_t run_id_;
     store::stmt call_, quar_;

@@ -142,6 +142,12 @@ stmt& stmt::bind(int idx, std::string_view v) {
         fail("bind failed");
     return *this;
 }
+stmt& stmt::bind_static(int idx, std::string_view v, bool empty_is_null) {
+    if (empty_is_null && v.empty()) return bind_null(idx);
+    if (sqlite3_bind_text64(st_, idx, v.data(), v.size(), SQLITE_STATIC, SQLITE_UTF8) != SQLITE_OK)
+        fail("bind failed");
+    return *this;
+}
 stmt& stmt::bind_blob(int idx, const void* data, size_t n) {
     if (sqlite3_bind_blob64(st_, idx, data, n, SQLITE_TRANSIENT) != SQLITE_OK) fail("bind failed");
     return *this;

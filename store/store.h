@@ -38,6 +38,9 @@ public:
     template <typename T> stmt& bind(int idx, const std::optional<T>& v) {
         return v ? bind(idx, *v) : bind_null(idx);
     }
+    /// Binds text without copying (SQLITE_STATIC): the caller keeps `v` alive until the statement
+    /// is stepped and reset. For hot insert loops; empty `v` binds NULL when `empty_is_null`.
+    stmt& bind_static(int idx, std::string_view v, bool empty_is_null = false);
     stmt& bind_blob(int idx, const void* data, size_t n);
     stmt& bind_null(int idx);
 

@@ -146,6 +146,15 @@ TEST_CASE("bindings: text, int, double, null, blob, optional round-trip") {
     REQUIRE(b.size() == blob.size() * sizeof(float));
     CHECK(std::memcmp(b.data(), blob.data(), b.size()) == 0);
     CHECK(!s.step());
+    // bind_static: no copy, and an empty view can mean NULL
+    std::string kept = "static text";
+    auto ins2 = d.prepare("INSERT INTO kv (a, b) VALUES (?, ?)");
+    ins2.bind_static(1, kept).bind_static(2, std::string_view(), /*empty_is_null=*/true);
+    ins2.run();
+    auto s2 = d.prepare("SELECT a, b IS NULL FROM kv WHERE a = 'static text'");
+    REQUIRE(s2.step());
+    CHECK(s2.get_text(0) == kept);
+    CHECK(s2.get_int(1) == 1);
 }
 
 TEST_CASE("WAL: a reader sees committed data and is not blocked while another connection writes") {
