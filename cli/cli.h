@@ -30,8 +30,9 @@ void print_json(const nlohmann::json& j);
 struct subcommand {
     const char* name;
     const char* help;
-    void (*setup)(CLI::App& sub);  ///< nullptr: not built yet (the command says so, exit 2)
+    void (*setup)(CLI::App& sub);  ///< nullptr: in the tensor plugin (`tensor`), or not built yet (exit 2)
     const char* issue = "";        ///< where the unbuilt work is tracked
+    bool tensor = false;           ///< set up by libslmctl-torch.so (slm_plugin_setup_command), loaded on use
 };
 /// The one table of subcommands, in pipeline order.
 const std::vector<subcommand>& subcommands();
@@ -39,13 +40,19 @@ const std::vector<subcommand>& subcommands();
 /// For a subcommand whose module is not built yet: says so, exit status 2.
 [[noreturn]] void not_built(const std::string& command, const std::string& issue);
 
-// One per cmd-*.cpp file.
+// One per cmd-*.cpp file. The tensor subcommands' files are compiled into libslmctl-torch.so and
+// reached through cli/tensor-plugin.cpp's slm_plugin_setup_command.
 void set_db_command(CLI::App& sub);
 void set_collect_command(CLI::App& sub);
 void set_cluster_command(CLI::App& sub);
-void set_model_command(CLI::App& sub);
+void set_model_command(CLI::App& sub);  // tensor
 
-/// One line: "slmctl 0.1.0 (libtorch x, faiss y, sqlite z, CUDA compiled: yes/no)".
+/// Sets a tensor subcommand up from the plugin (loading it); false when the plugin does not build
+/// that command yet.
+bool setup_tensor_command(const std::string& name, CLI::App& sub);
+
+/// One line: "slmctl 0.1.0 (libtorch x, faiss y, sqlite z, CUDA compiled: yes/no)". Loads the tensor
+/// plugin only in a CUDA build (to count devices).
 std::string version_string();
 
 }  // namespace slm::cli

@@ -1,6 +1,7 @@
 // Entry point: builds the CLI from the subcommand table and maps every exception to an exit
 // code in one place: 0 ok, 1 user/data error, 2 usage error or not built, 3 internal error.
 #include <cstdio>
+#include <cstring>
 #include <exception>
 #include <string>
 
@@ -29,17 +30,25 @@ int main(int argc, char** argv) {
         throw CLI::Success();
     }, "Print version (and libtorch/faiss/sqlite versions, CUDA support) and exit");
     cli::add_shared_flags(app);
-    for (const auto& sc : cli::subcommands()) {
-        CLI::App* sub = app.add_subcommand(sc.name, sc.help);
-        if (sc.setup) {
-            sc.setup(*sub);
-        } else {
+    // A tensor subcommand is set up from the plugin only when the command line names it, so that
+    // `slmctl collect` never loads libtorch.
+    auto named = [&](const char* name) {
+        for (int i = 1; i < argc; ++i)
+            if (std::strcmp(argv[i], name) == 0) return true;
+        return false;
+    };
+    try {
+        for (const auto& sc : cli::subcommands()) {
+            CLI::App* sub = app.add_subcommand(sc.name, sc.help);
+            if (sc.setup) {
+                sc.setup(*sub);
+                continue;
+            }
+            if (sc.tensor && (named(sc.name) || named("--help-all")) && cli::setup_tensor_command(sc.name, *sub)) continue;
             sub->fallthrough(false)->allow_extras();  // keep its future flags: the user sees "not built"
             std::string name = sc.name, issue = sc.issue;
             sub->callback([name, issue] { cli::not_built(name, issue); });
         }
-    }
-    try {
         app.parse(argc, argv);
         return 0;
     } catch (const CLI::ParseError& e) {

@@ -1,10 +1,14 @@
 // The subcommand table and the shared flags: the one place that lists what slmctl can do.
 // main.cpp walks this table; each set_*_command lives in its own cmd-*.cpp file.
 #include <cstdlib>
+#include <cstring>
 
 #include "cli/cli.h"
 #include "common/common.h"
-#include "model/runtime.h"
+#include <faiss/Index.h>
+#include <sqlite3.h>
+
+#include "common/tensor-plugin.h"
 
 namespace slm::cli {
 
@@ -17,12 +21,12 @@ const std::vector<subcommand>& subcommands() {
     static const std::vector<subcommand> table = {
         {"collect", "S1+S2: ingest agent call logs into the database, scrubbed and validated", set_collect_command},
         {"cluster", "S3: embed and cluster the stored calls into recurring tasks", set_cluster_command},
-        {"select", "S4: rank candidate small models per cluster", nullptr, "the select issue (not filed yet)"},
-        {"finetune", "S5: LoRA fine-tune a small model on a cluster's calls", nullptr, "the finetune issue (not filed yet)"},
-        {"eval", "replay held-out calls: small model vs the logged LLM answers", nullptr, "the eval issue (not filed yet)"},
-        {"run", "S6: run the whole pipeline (collect -> cluster -> select -> finetune -> eval)", nullptr, "the run/route issue (not filed yet)"},
-        {"route", "route new calls to their cluster and adapter", nullptr, "the run/route issue (not filed yet)"},
-        {"model", "inspect a model, tokenize, generate (GGUF file or HF directory)", set_model_command},
+        {"select", "S4: rank candidate small models per cluster", nullptr, "issue #12", true},
+        {"finetune", "S5: LoRA fine-tune a small model on a cluster's calls", nullptr, "issue #10", true},
+        {"eval", "replay held-out calls: small model vs the logged LLM answers", nullptr, "issue #11", true},
+        {"run", "S6: run the whole pipeline (collect -> cluster -> select -> finetune -> eval)", nullptr, "issue #13", true},
+        {"route", "route new calls to their cluster and adapter", nullptr, "issue #13", true},
+        {"model", "inspect a model, tokenize, generate (GGUF file or HF directory)", nullptr, "", true},
         {"db", "inspect the database", set_db_command},
     };
     return table;
@@ -50,7 +54,14 @@ void apply_globals() {
     else if (g.verbose == 1)
         set_verbosity(verbosity::verbose);
     set_num_threads(g.threads);
-    model::set_torch_threads(num_threads());
+    // libtorch's intra-op threads follow, when the tensor half is loaded (it applies them on load too)
+    if (void* f = tensor_plugin::symbol_if_loaded("slm_plugin_apply_threads"))
+        reinterpret_cast<void (*)(int)>(f)(num_threads());
+}
+
+bool setup_tensor_command(const std::string& name, CLI::App& sub) {
+    auto setup = tensor_plugin::fn<bool(const char*, CLI::App*)>("slm_plugin_setup_command");
+    return setup(name.c_str(), &sub);
 }
 
 void print_json(const nlohmann::json& j) { fmt::print("{}\n", j.dump(2)); }
@@ -61,10 +72,15 @@ void not_built(const std::string& command, const std::string& issue) {
 }
 
 std::string version_string() {
-    auto rt = model::runtime();
-    return fmt::format("slmctl {} (libtorch {}, faiss {}, sqlite {}, CUDA compiled: {}{})", SLMCTL_VERSION,
-                       rt.torch_version, rt.faiss_version, rt.sqlite_version, rt.cuda_compiled ? "yes" : "no",
-                       rt.cuda_compiled ? fmt::format(", CUDA devices: {}", rt.cuda_devices) : "");
+    bool cuda = false;
+    std::string devices;
+#ifdef SLMCTL_WITH_CUDA
+    cuda = true;
+    devices = fmt::format(", CUDA devices: {}", tensor_plugin::fn<int()>("slm_plugin_cuda_devices")());
+#endif
+    return fmt::format("slmctl {} (libtorch {}, faiss {}.{}.{}, sqlite {}, CUDA compiled: {}{})", SLMCTL_VERSION,
+                       SLMCTL_TORCH_VERSION, FAISS_VERSION_MAJOR, FAISS_VERSION_MINOR, FAISS_VERSION_PATCH,
+                       sqlite3_libversion(), cuda ? "yes" : "no", devices);
 }
 
 }  // namespace slm::cli

@@ -6,7 +6,7 @@
 #include <string>
 #include <vector>
 
-#include "model/wordpiece-tokenizer.h"
+#include "model/tokenizer/wordpiece-tokenizer.h"
 
 namespace slm::model {
 

@@ -6,9 +6,7 @@
 namespace slm::model {
 
 struct runtime_info {
-    std::string torch_version;
-    std::string faiss_version;
-    std::string sqlite_version;
+    std::string torch_version;   ///< libtorch's own TORCH_VERSION
     bool cuda_compiled = false;  ///< built with -DSLMCTL_CUDA=ON
     int cuda_devices = 0;        ///< visible CUDA devices at run time
     int threads = 1;             ///< libtorch intra-op threads

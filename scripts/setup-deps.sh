@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Installs the Debian 12 packages slmctl builds and runs with, only those missing (idempotent).
-# Called by the demo and test entry points; safe to run by hand.
+# Called by the demo and test entry points; safe to run by hand. libtorch is not a Debian package
+# here: scripts/fetch-libtorch.sh installs the pinned PyPI wheel's libtorch (build.sh calls it).
 set -euo pipefail
 
 pkgs=(
   build-essential cmake ninja-build ccache pkg-config python3 python3-pip
-  libtorch-dev libfaiss-dev libcli11-dev libfmt-dev doctest-dev libsqlite3-dev nlohmann-json3-dev
-  zlib1g-dev
+  libfaiss-dev libcli11-dev libfmt-dev doctest-dev libsqlite3-dev nlohmann-json3-dev
+  zlib1g-dev unzip
+  libtomlplusplus-dev      # the run config (TOML)
   libopenblas0-openmp      # Debian's default reference BLAS does ~3 GFLOP/s; OpenBLAS ~190
   libgoogle-perftools-dev  # tcmalloc_minimal: glibc malloc makes training ~3x slower
 )

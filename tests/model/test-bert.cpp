@@ -16,8 +16,8 @@
 #include "common/common.h"
 #include "model/bert.h"
 #include "model/runtime.h"
-#include "model/safetensors.h"
-#include "model/wordpiece-tokenizer.h"
+#include "model/format/safetensors.h"
+#include "model/tokenizer/wordpiece-tokenizer.h"
 #include "tests/test-util.h"
 
 using namespace slm::model;

@@ -7,7 +7,7 @@
 
 #include "common/common.h"
 #include "model/chat-template.h"
-#include "model/gguf-reader.h"
+#include "model/format/gguf-reader.h"
 #include "model/tokenizer.h"
 #include "tests/test-util.h"
 

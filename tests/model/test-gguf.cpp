@@ -9,8 +9,8 @@
 #include <set>
 
 #include "common/common.h"
-#include "model/dequant.h"
-#include "model/gguf-reader.h"
+#include "model/format/dequant.h"
+#include "model/format/gguf-reader.h"
 #include "model/tokenizer.h"
 #include "tests/test-util.h"
 

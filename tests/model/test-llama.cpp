@@ -10,9 +10,9 @@
 #include "common/common.h"
 #include "model/generate.h"
 #include "model/llama.h"
-#include "model/llama2c.h"
+#include "model/format/llama2c.h"
 #include "model/model.h"
-#include "model/safetensors.h"
+#include "model/format/safetensors.h"
 #include "tests/model/check-tensor.h"
 
 using namespace slm::model;

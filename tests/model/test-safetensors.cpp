@@ -8,7 +8,7 @@
 #include <random>
 
 #include "common/common.h"
-#include "model/safetensors.h"
+#include "model/format/safetensors.h"
 #include "tests/test-util.h"
 
 using namespace slm::model;

@@ -11,8 +11,8 @@
 #include <nlohmann/json.hpp>
 
 #include "common/common.h"
-#include "model/gguf-reader.h"
-#include "model/tokenizer-impl.h"
+#include "model/format/gguf-reader.h"
+#include "model/tokenizer/tokenizer-impl.h"
 #include "model/tokenizer.h"
 #include "tests/test-util.h"
 

@@ -1,6 +1,6 @@
 // Unicode data for the tokenizers: a codepoint -> class table built once from generated ranges,
 // UTF-8 coding, and the GPT-2 byte-level alphabet.
-#include "model/unicode.h"
+#include "model/tokenizer/unicode.h"
 
 #include <array>
 #include <vector>

@@ -1,6 +1,6 @@
 // safetensors parsing: 8-byte little-endian header length, a JSON header naming each tensor's
 // dtype, shape and [begin, end) byte range in the data section, then the data. Untrusted input.
-#include "model/safetensors.h"
+#include "model/format/safetensors.h"
 
 #include <fcntl.h>
 #include <sys/mman.h>

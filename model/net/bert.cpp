@@ -16,7 +16,7 @@
 
 #include "common/common.h"
 #include "model/runtime.h"
-#include "model/safetensors.h"
+#include "model/format/safetensors.h"
 
 namespace slm::model {
 

@@ -1,6 +1,6 @@
 // Block layouts of the ggml types and their conversion to float. Layouts follow ggml-common.h
 // (llama.cpp); blocks are read byte by byte so file data need not be aligned.
-#include "model/dequant.h"
+#include "model/format/dequant.h"
 
 #include <cstring>
 

@@ -1,6 +1,6 @@
 // BERT WordPiece tokenizer: a port of HF tokenizers' BertNormalizer, BertPreTokenizer and WordPiece
 // model, with Unicode tables probed from tokenizers itself (generated, at the end of this file).
-#include "model/wordpiece-tokenizer.h"
+#include "model/tokenizer/wordpiece-tokenizer.h"
 
 #include <algorithm>
 #include <filesystem>
@@ -11,7 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/common.h"
-#include "model/unicode.h"
+#include "model/tokenizer/unicode.h"
 
 namespace slm::model {
 

@@ -3,8 +3,8 @@
 #include <algorithm>
 #include <unordered_map>
 
-#include "model/tokenizer-impl.h"
-#include "model/unicode.h"
+#include "model/tokenizer/tokenizer-impl.h"
+#include "model/tokenizer/unicode.h"
 
 namespace slm::model {
 

@@ -1,6 +1,6 @@
 // GGUF parsing: header, metadata key/values, tensor table, alignment, tensor data bounds.
 // Untrusted input: every read goes through a cursor that checks the remaining bytes first.
-#include "model/gguf-reader.h"
+#include "model/format/gguf-reader.h"
 
 #include <fcntl.h>
 #include <sys/mman.h>

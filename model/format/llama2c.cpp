@@ -1,6 +1,6 @@
 // llama2.c checkpoint and tokenizer.bin reading. Weight order (run.c's memory_map_weights):
 // token_embedding, rms_att, wq, wk, wv, wo, rms_ffn, w1, w2, w3, rms_final, freq_cis (skipped), wcls.
-#include "model/llama2c.h"
+#include "model/format/llama2c.h"
 
 #include <torch/torch.h>
 

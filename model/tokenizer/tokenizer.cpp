@@ -14,9 +14,9 @@
 #include <nlohmann/json.hpp>
 
 #include "common/common.h"
-#include "model/gguf-reader.h"
-#include "model/tokenizer-impl.h"
-#include "model/unicode.h"
+#include "model/format/gguf-reader.h"
+#include "model/tokenizer/tokenizer-impl.h"
+#include "model/tokenizer/unicode.h"
 
 namespace slm::model {
 

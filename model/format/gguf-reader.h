@@ -7,7 +7,7 @@
 #include <map>
 #include <vector>
 
-#include "model/dequant.h"
+#include "model/format/dequant.h"
 
 namespace slm::model {
 

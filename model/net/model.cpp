@@ -6,7 +6,7 @@
 
 #include "common/common.h"
 #include "model/chat-template.h"
-#include "model/llama2c.h"
+#include "model/format/llama2c.h"
 
 namespace slm::model {
 

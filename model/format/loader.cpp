@@ -8,12 +8,12 @@
 
 #include "common/common.h"
 #include "model/chat-template.h"
-#include "model/dequant.h"
-#include "model/gguf-reader.h"
+#include "model/format/dequant.h"
+#include "model/format/gguf-reader.h"
 #include "model/llama.h"
-#include "model/llama2c.h"
+#include "model/format/llama2c.h"
 #include "model/model.h"
-#include "model/safetensors.h"
+#include "model/format/safetensors.h"
 #include "model/tensor-names.h"
 
 namespace slm::model {

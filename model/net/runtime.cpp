@@ -2,8 +2,6 @@
 // callers (cli/) never include torch.
 #include "model/runtime.h"
 
-#include <faiss/Index.h>
-#include <sqlite3.h>
 #include <torch/torch.h>
 #include <torch/version.h>
 
@@ -14,8 +12,6 @@ namespace slm::model {
 runtime_info runtime() {
     runtime_info r;
     r.torch_version = TORCH_VERSION;
-    r.faiss_version = fmt::format("{}.{}.{}", FAISS_VERSION_MAJOR, FAISS_VERSION_MINOR, FAISS_VERSION_PATCH);
-    r.sqlite_version = sqlite3_libversion();
 #ifdef SLMCTL_WITH_CUDA
     r.cuda_compiled = true;
 #endif
