@@ -1,5 +1,10 @@
 // `slmctl collect PATH...` (S1+S2): binds flags to collector::collect_params, runs the collector and
-// prints its summary as a table or --json. Exit 1 when interrupted, or with --strict and quarantines.
+// prints its summary as a table or --json. Exit 130/143 when interrupted (SIGINT/SIGTERM), 1 with
+// --strict and quarantines.
+#include <csignal>
+#include <cstdio>
+#include <cstdlib>
+
 #include "cli/cli.h"
 #include "collector/collector.h"
 #include "common/common.h"
@@ -55,15 +60,25 @@ void collect_main() {
     p.scrub = opts().scrub == "on";
     p.threads = num_threads();
     if (!p.scrub) log_warn("--scrub off: calls are stored with their PII and secrets (recorded in the run's params)");
-    auto d = store::db::open(g.db_path, store::open_mode::read_write);
-    auto s = collector::collect(d, p);
+    collector::collect_summary s;
+    {
+        auto d = store::db::open(g.db_path, store::open_mode::read_write);
+        s = collector::collect(d, p);
+    }  // closed: everything read before a signal is committed
     if (g.json)
         print_json(collector::to_json(s));
     else
         print_summary(s);
-    if (s.status == "interrupted")
-        throw user_error(fmt::format("collect interrupted after {} lines (run {})", s.lines, s.run_id),
-                         "re-run the same command to finish: calls already stored are skipped");
+    if (s.status == "interrupted") {
+        // 128 + signal, as a shell reports a command stopped by it; main()'s handler knows only
+        // the exit codes 1-3, so this path reports and exits itself
+        const int sig = store::stop_signal() ? store::stop_signal() : SIGINT;
+        std::fflush(stdout);
+        fmt::print(stderr, "error: collect interrupted after {} lines (run {} marked 'interrupted')\n", s.lines, s.run_id);
+        fmt::print(stderr, "hint: re-run the same command to finish: calls already stored are skipped\n");
+        std::fflush(stderr);
+        std::exit(128 + sig);
+    }
     if (p.strict && s.quarantined > 0)
         throw user_error(fmt::format("{} record{} quarantined (--strict)", s.quarantined, s.quarantined == 1 ? "" : "s"),
                          fmt::format("see them with: sqlite3 {} \"SELECT source_file, source_line, reason, detail "

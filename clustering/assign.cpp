@@ -5,7 +5,7 @@
 
 #include "clustering/clustering.h"
 #include "common/common.h"
-#include "store/store.h"
+#include "store/stages.h"
 
 namespace slm::clustering {
 
@@ -27,53 +27,41 @@ assigner& assigner::operator=(assigner&&) noexcept = default;
 int assigner::k() const { return static_cast<int>(p_->row_of.size()); }
 
 assigner assigner::load(store::db& d, int64_t run_id) {
-    load_run(d, run_id);  // checks it is a finished clustering run
+    auto run = store::require_ok_run(d, run_id, "cluster");
     assigner a;
     auto& im = *a.p_;
     {
-        auto s = d.prepare("SELECT params FROM runs WHERE id = ?");
-        s.bind(1, run_id);
-        if (s.step()) {
-            auto j = nlohmann::json::parse(s.get_text(0), nullptr, false);
-            if (j.is_object()) {
-                im.noise_similarity = j.value("noise_similarity", -1.0);
-                if (j.contains("text")) {
-                    im.text.include_system = j["text"].value("include_system", false);
-                    im.text.max_chars = j["text"].value("max_chars", im.text.max_chars);
-                }
+        auto j = nlohmann::json::parse(run.params, nullptr, false);
+        if (j.is_object()) {
+            im.noise_similarity = j.value("noise_similarity", -1.0);
+            if (j.contains("text")) {
+                im.text.include_system = j["text"].value("include_system", false);
+                im.text.max_chars = j["text"].value("max_chars", im.text.max_chars);
             }
         }
     }
-    {
-        auto s = d.prepare("SELECT embedder, blob FROM cluster_models WHERE run_id = ?");
-        s.bind(1, run_id);
-        if (!s.step())
-            throw user_error(fmt::format("clustering run {} has no stored embedder", run_id),
-                             "run `slmctl cluster` again with this slmctl");
-        im.emb = load_embedder(s.get_text(0), s.get_blob(1));
-    }
+    auto model = store::get_cluster_model(d, run_id);
+    if (!model)
+        throw user_error(fmt::format("clustering run {} has no stored embedder", run_id),
+                         "run `slmctl cluster` again with this slmctl");
+    im.emb = load_embedder(model->embedder, model->blob);
     const int dim = im.emb->dim();
     {
-        auto s = d.prepare("SELECT cells, cell_owner, cell_workload FROM cluster_models WHERE run_id = ?");
-        s.bind(1, run_id);
-        SLM_ASSERT(s.step(), "cluster_models row of run {} vanished", run_id);
-        auto own = nlohmann::json::parse(s.get_text(1), nullptr, false);
-        auto wl = nlohmann::json::parse(s.get_text(2), nullptr, false);
+        auto own = nlohmann::json::parse(model->cell_owner, nullptr, false);
+        auto wl = nlohmann::json::parse(model->cell_workload, nullptr, false);
         if (own.is_array() && wl.is_array() && own.size() == wl.size())
             for (size_t i = 0; i < own.size(); ++i) {
                 im.owner.push_back(own[i].get<int>());
                 im.cell_workload.push_back(wl[i].get<std::string>());
             }
-        if (im.owner.empty() || s.blob_size(0) != sizeof(float) * dim * im.owner.size())
+        if (im.owner.empty() || model->cells.size() != static_cast<size_t>(dim) * im.owner.size())
             throw user_error(fmt::format("clustering run {} has {} bytes of cells for {} cells of dim {}", run_id,
-                                         s.blob_size(0), im.owner.size(), dim),
+                                         model->cells.size() * sizeof(float), im.owner.size(), dim),
                              "run `slmctl cluster` again");
-        auto* f = static_cast<const float*>(s.blob_data(0));
-        im.cells.assign(f, f + im.owner.size() * dim);
+        im.cells = std::move(model->cells);
     }
-    auto s = d.prepare("SELECT id, idx FROM clusters WHERE run_id = ? AND idx >= 0");
-    s.bind(1, run_id);
-    while (s.step()) im.row_of[static_cast<int>(s.get_int(1))] = s.get_int(0);
+    for (const auto& c : store::clusters_of_run(d, run_id))
+        if (c.idx >= 0) im.row_of[c.idx] = c.id;
     for (int o : im.owner)
         if (!im.row_of.count(o))
             throw user_error(fmt::format("clustering run {}: a cell belongs to cluster {}, which is not stored", run_id, o),

@@ -1,7 +1,5 @@
 // The clustering run over the store: load task texts, embed, pick k, k-means, consolidate,
 // describe each cluster from a sample, then write runs/clusters/cluster_members/cluster_models.
-#include <sqlite3.h>
-
 #include <algorithm>
 #include <charconv>
 #include <chrono>
@@ -14,7 +12,7 @@
 #include "clustering/clustering.h"
 #include "clustering/sampling.h"
 #include "common/common.h"
-#include "store/store.h"
+#include "store/stages.h"
 
 namespace slm::clustering {
 
@@ -36,11 +34,6 @@ struct corpus {
     std::string_view doc(size_t i) const { return std::string_view(arena).substr(offset[i], offset[i + 1] - offset[i]); }
 };
 
-std::string_view column_text(sqlite3_stmt* st, int col) {
-    const auto* p = reinterpret_cast<const char*>(sqlite3_column_text(st, col));
-    return p ? std::string_view(p, static_cast<size_t>(sqlite3_column_bytes(st, col))) : std::string_view();
-}
-
 /// Cuts at most `max` bytes without splitting a UTF-8 sequence.
 std::string_view cut(std::string_view s, size_t max) {
     if (s.size() <= max) return s;
@@ -50,30 +43,23 @@ std::string_view cut(std::string_view s, size_t max) {
 }
 
 corpus load_corpus(store::db& d, const cluster_params& p) {
-    std::string sql =
-        "SELECT id, COALESCE(response_id, ''), COALESCE(workload_id, ''), task_text";
-    if (p.text.include_system)
-        sql += ", COALESCE((SELECT json_extract(value, '$.content') FROM json_each(calls.messages) "
-               "WHERE json_extract(value, '$.role') = 'system' LIMIT 1), '')";
-    sql += " FROM calls";
-    if (!p.workload.empty()) sql += " WHERE workload_id = ?";
-    sql += " ORDER BY id";
-    auto s = d.prepare(sql);
-    if (!p.workload.empty()) s.bind(1, p.workload);
     corpus c;
     c.offset.push_back(0);
     const size_t max = static_cast<size_t>(std::max(1, p.text.max_chars));
-    while (s.step()) {
-        c.call_id.push_back(s.get_int(0));
-        c.response_id.emplace_back(column_text(s.handle(), 1));
-        c.workload_id.emplace_back(column_text(s.handle(), 2));
+    store::call_filter f;
+    f.workload = p.workload;
+    f.system_prompt = p.text.include_system;
+    store::for_each_call_text(d, f, [&](const store::call_text_view& v) {
+        c.call_id.push_back(v.id);
+        c.response_id.emplace_back(v.response_id);
+        c.workload_id.emplace_back(v.workload_id);
         if (p.text.include_system) {
-            c.arena += cut(column_text(s.handle(), 4), max);
+            c.arena += cut(v.system_prompt, max);
             c.arena += '\n';
         }
-        c.arena += cut(column_text(s.handle(), 3), max);
+        c.arena += cut(v.task_text, max);
         c.offset.push_back(c.arena.size());
-    }
+    });
     return c;
 }
 
@@ -106,12 +92,6 @@ void validate(const cluster_params& p) {
     if (p.cells < 0) throw usage_error(fmt::format("cells {} must be >= 0", p.cells));
     if (!(p.noise_similarity >= -1 && p.noise_similarity < 1))
         throw usage_error(fmt::format("noise similarity {} must be in [-1, 1)", p.noise_similarity));
-}
-
-std::vector<uint8_t> to_blob(const float* v, size_t n) {
-    std::vector<uint8_t> b(n * sizeof(float));
-    std::memcpy(b.data(), v, b.size());
-    return b;
 }
 
 }  // namespace
@@ -173,9 +153,11 @@ run_result run(store::db& d, const cluster_params& p_in) {
     if (p.min_cluster_size <= 0) p.min_cluster_size = std::max<int>(5, static_cast<int>(std::ceil(0.002 * n)));
 
     nlohmann::json params = to_json(p);
-    const int64_t run_id = store::begin_run(d, "cluster", params.dump());
+    // SIGINT/SIGTERM mark the run 'interrupted' and exit 130/143 (k-means cannot stop midway)
+    store::run_scope scope(d, "cluster", params.dump(), store::on_signal::exit);
+    const int64_t run_id = scope.id();
     progress stages("cluster", 4, "stages");  // embed, cluster, describe, store
-    try {
+    return scope.guard([&]() -> run_result {
         // 1. embed
         t = clock_type::now();
         std::vector<std::string_view> docs(n);
@@ -244,9 +226,6 @@ run_result run(store::db& d, const cluster_params& p_in) {
         for (size_t i = 0; i < n; ++i) members[part.labels[i] >= 0 ? part.labels[i] : kk].push_back(i);
         std::vector<std::vector<call_sample>> samples(kk + 1);
         {
-            auto s = d.prepare(
-                "SELECT COALESCE(response_text, ''), COALESCE(response_tool_calls, ''), prompt_tokens, "
-                "completion_tokens, task_text FROM calls WHERE id = ?");
             std::mt19937_64 rng(p.seed ^ 0x51ed270b27a9f1c5ULL);
             for (int ci = 0; ci <= kk; ++ci) {
                 auto idx = members[ci];
@@ -254,18 +233,18 @@ run_result run(store::db& d, const cluster_params& p_in) {
                 for (size_t i = 0; i < m; ++i) std::swap(idx[i], idx[i + rng() % (idx.size() - i)]);
                 idx.resize(m);
                 std::sort(idx.begin(), idx.end());
-                for (size_t i : idx) {
-                    s.bind(1, c.call_id[i]);
-                    if (!s.step()) throw internal_error(fmt::format("call {} vanished while clustering", c.call_id[i]));
+                std::vector<int64_t> ids;
+                for (size_t i : idx) ids.push_back(c.call_id[i]);
+                auto briefs = store::get_call_briefs(d, ids);
+                for (size_t j = 0; j < idx.size(); ++j) {
                     call_sample cs;
-                    cs.response_text = s.get_text(0);
-                    cs.response_tool_calls = s.get_text(1);
-                    if (!s.is_null(2)) cs.prompt_tokens = s.get_int(2);
-                    if (!s.is_null(3)) cs.completion_tokens = s.get_int(3);
-                    cs.task_text = s.get_text(4);
-                    cs.workload_id = c.workload_id[i];
+                    cs.response_text = std::move(briefs[j].response_text);
+                    cs.response_tool_calls = std::move(briefs[j].response_tool_calls);
+                    cs.prompt_tokens = briefs[j].prompt_tokens;
+                    cs.completion_tokens = briefs[j].completion_tokens;
+                    cs.task_text = std::move(briefs[j].task_text);
+                    cs.workload_id = c.workload_id[idx[j]];
                     samples[ci].push_back(std::move(cs));
-                    s.reset();
                 }
             }
         }
@@ -321,55 +300,49 @@ run_result run(store::db& d, const cluster_params& p_in) {
         t = clock_type::now();
         {
             store::txn tx(d);
-            auto ins = d.prepare(
-                "INSERT INTO clusters (run_id, idx, label, size, share, suitability, stats, reasons, centroid) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)");
             std::vector<int64_t> row_of(kk + 1, 0);
             for (auto& info : res.clusters) {
-                ins.bind_all(run_id, info.idx, info.label, info.size, info.share);
-                if (std::isnan(info.suitability)) ins.bind_null(6);
-                else ins.bind(6, info.suitability);
-                ins.bind(7, info.stats.dump());
-                ins.bind(8, info.reasons.dump());
+                store::cluster_insert ci;
+                ci.idx = info.idx;
+                ci.label = info.label;
+                ci.size = info.size;
+                ci.share = info.share;
+                if (!std::isnan(info.suitability)) ci.suitability = info.suitability;
+                const std::string stats = info.stats.dump(), reasons = info.reasons.dump();
+                ci.stats = stats;
+                ci.reasons = reasons;
                 if (info.idx >= 0) {
-                    auto blob = to_blob(centroids.data() + static_cast<size_t>(info.idx) * dim, dim);
-                    ins.bind_blob(9, blob.data(), blob.size());
-                } else {
-                    ins.bind_null(9);
+                    ci.centroid = centroids.data() + static_cast<size_t>(info.idx) * dim;
+                    ci.dim = dim;
                 }
-                ins.run();
-                info.id = d.last_insert_rowid();
+                info.id = store::insert_cluster(d, run_id, ci);
                 row_of[info.idx >= 0 ? info.idx : kk] = info.id;
             }
-            auto mem = d.prepare("INSERT INTO cluster_members (run_id, call_id, cluster_id, distance) VALUES (?, ?, ?, ?)");
+            std::vector<store::member_insert> mem(n);
             for (size_t i = 0; i < n; ++i) {
                 int l = part.labels[i];
-                mem.bind_all(run_id, c.call_id[i], row_of[l >= 0 ? l : kk], 1.0 - static_cast<double>(part.similarity[i]));
-                mem.run();
+                mem[i] = {c.call_id[i], row_of[l >= 0 ? l : kk], 1.0 - static_cast<double>(part.similarity[i])};
             }
-            auto blob = emb->save();
-            auto cells = to_blob(part.centroids.data(), part.centroids.size());
+            store::insert_members(d, run_id, mem);
+            store::cluster_model model;
+            model.embedder = emb->name();
+            model.dim = dim;
+            model.params = emb->params().dump();
+            model.blob = emb->save();
+            model.cells = part.centroids;
+            model.cell_owner = nlohmann::json(part.owner).dump();
             nlohmann::json cell_workload = nlohmann::json::array();
             for (int g : part.cell_group) cell_workload.push_back(group_names[g]);
-            auto model = d.prepare(
-                "INSERT INTO cluster_models (run_id, embedder, dim, params, blob, cells, cell_owner, cell_workload) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)");
-            model.bind_all(run_id, emb->name(), dim, emb->params().dump());
-            model.bind_blob(5, blob.data(), blob.size());
-            model.bind_blob(6, cells.data(), cells.size());
-            model.bind(7, nlohmann::json(part.owner).dump());
-            model.bind(8, cell_workload.dump());
-            model.run();
+            model.cell_workload = cell_workload.dump();
+            store::insert_cluster_model(d, run_id, model);
             timings["store_s"] = seconds_since(t);
             timings["total_s"] = seconds_since(t_start);
-            auto up = d.prepare("UPDATE runs SET params = ? WHERE id = ?");
-            up.bind_all(params.dump(), run_id);
-            up.run();
+            scope.set_params(params.dump());
+            res.summary = {{"calls", n}, {"k", kk}, {"cells", part.cells()}, {"noise", res.noise},
+                           {"embedder", emb->name()}, {"dim", dim}, {"timings", timings}};
+            scope.finish(res.summary.dump());  // 'ok' commits with the rows, or not at all
             tx.commit();
         }
-        res.summary = {{"calls", n}, {"k", kk}, {"cells", part.cells()}, {"noise", res.noise},
-                       {"embedder", emb->name()}, {"dim", dim}, {"timings", timings}};
-        store::finish_run(d, run_id, "ok", res.summary.dump());
         res.members.resize(n);
         for (size_t i = 0; i < n; ++i) {
             auto& m = res.members[i];
@@ -382,49 +355,30 @@ run_result run(store::db& d, const cluster_params& p_in) {
         stages.add();
         stages.finish();
         return res;
-    } catch (const std::exception& e) {
-        try {
-            store::finish_run(d, run_id, "failed", nlohmann::json{{"error", e.what()}}.dump());
-        } catch (...) {
-        }
-        throw;
-    }
+    });
 }
 
-int64_t latest_run(store::db& d) {
-    auto s = d.prepare("SELECT id FROM runs WHERE command = 'cluster' AND status = 'ok' ORDER BY id DESC LIMIT 1");
-    return s.step() ? s.get_int(0) : 0;
-}
+int64_t latest_run(store::db& d) { return store::latest_ok_run(d, "cluster"); }
 
 run_result load_run(store::db& d, int64_t run_id) {
-    auto r = d.prepare("SELECT command, status, summary FROM runs WHERE id = ?");
-    r.bind(1, run_id);
-    if (!r.step()) throw user_error(fmt::format("run {} does not exist in {}", run_id, d.path()), "see `slmctl cluster` output for run ids");
-    if (r.get_text(0) != "cluster" || r.get_text(1) != "ok")
-        throw user_error(fmt::format("run {} is a '{}' run with status '{}', not a finished clustering", run_id,
-                                     r.get_text(0), r.get_text(1)),
-                         "run `slmctl cluster` first");
+    auto run = store::require_ok_run(d, run_id, "cluster");
     run_result res;
     res.run_id = run_id;
-    res.summary = nlohmann::json::parse(r.get_text(2), nullptr, false);
+    res.summary = nlohmann::json::parse(run.summary, nullptr, false);
     if (res.summary.is_discarded()) res.summary = nlohmann::json::object();
     res.calls = res.summary.value("calls", int64_t{0});
     res.noise = res.summary.value("noise", int64_t{0});
     res.embedder = res.summary.value("embedder", std::string());
-    auto s = d.prepare(
-        "SELECT id, idx, label, size, share, suitability, stats, reasons FROM clusters WHERE run_id = ? "
-        "ORDER BY idx < 0, idx");
-    s.bind(1, run_id);
-    while (s.step()) {
+    for (auto& row : store::clusters_of_run(d, run_id)) {
         cluster_info c;
-        c.id = s.get_int(0);
-        c.idx = static_cast<int>(s.get_int(1));
-        c.label = s.get_text(2);
-        c.size = s.get_int(3);
-        c.share = s.get_double(4);
-        c.suitability = s.is_null(5) ? std::nan("") : s.get_double(5);
-        c.stats = nlohmann::json::parse(s.get_text(6), nullptr, false);
-        c.reasons = nlohmann::json::parse(s.get_text(7), nullptr, false);
+        c.id = row.id;
+        c.idx = row.idx;
+        c.label = std::move(row.label);
+        c.size = row.size;
+        c.share = row.share;
+        c.suitability = row.suitability ? *row.suitability : std::nan("");
+        c.stats = nlohmann::json::parse(row.stats, nullptr, false);
+        c.reasons = nlohmann::json::parse(row.reasons, nullptr, false);
         if (c.idx >= 0) ++res.k;
         res.clusters.push_back(std::move(c));
     }
@@ -432,40 +386,28 @@ run_result load_run(store::db& d, int64_t run_id) {
 }
 
 std::vector<member> load_members(store::db& d, int64_t run_id) {
-    auto s = d.prepare(
-        "SELECT m.call_id, COALESCE(c.response_id, ''), COALESCE(c.workload_id, ''), cl.idx, m.distance "
-        "FROM cluster_members m JOIN calls c ON c.id = m.call_id JOIN clusters cl ON cl.id = m.cluster_id "
-        "WHERE m.run_id = ? ORDER BY m.call_id");
-    s.bind(1, run_id);
     std::vector<member> out;
-    while (s.step()) {
+    for (auto& row : store::members_of_run(d, run_id)) {
         member m;
-        m.call_id = s.get_int(0);
-        m.response_id = s.get_text(1);
-        m.workload_id = s.get_text(2);
-        m.cluster = static_cast<int>(s.get_int(3));
-        m.similarity = s.is_null(4) ? 0 : 1.0 - s.get_double(4);
+        m.call_id = row.call_id;
+        m.response_id = std::move(row.response_id);
+        m.workload_id = std::move(row.workload_id);
+        m.cluster = row.cluster_idx;
+        m.similarity = row.distance ? 1.0 - *row.distance : 0;
         out.push_back(std::move(m));
     }
     return out;
 }
 
 std::vector<sample_call> cluster_samples(store::db& d, int64_t run_id, int idx, int n) {
-    auto s = d.prepare(
-        "SELECT c.id, COALESCE(c.workload_id, ''), c.task_text, "
-        "CASE WHEN c.response_tool_calls IS NOT NULL AND c.response_tool_calls NOT IN ('', '[]') "
-        "THEN c.response_tool_calls ELSE COALESCE(c.response_text, '') END, m.distance "
-        "FROM cluster_members m JOIN clusters cl ON cl.id = m.cluster_id JOIN calls c ON c.id = m.call_id "
-        "WHERE m.run_id = ? AND cl.idx = ? ORDER BY m.distance, c.id LIMIT ?");
-    s.bind_all(run_id, idx, n);
     std::vector<sample_call> out;
-    while (s.step()) {
+    for (auto& row : store::nearest_calls(d, run_id, idx, n)) {
         sample_call c;
-        c.call_id = s.get_int(0);
-        c.workload_id = s.get_text(1);
-        c.task_text = s.get_text(2);
-        c.response = s.get_text(3);
-        c.similarity = s.is_null(4) ? 0 : 1.0 - s.get_double(4);
+        c.call_id = row.call_id;
+        c.workload_id = std::move(row.workload_id);
+        c.task_text = std::move(row.task_text);
+        c.response = std::move(row.response);
+        c.similarity = row.distance ? 1.0 - *row.distance : 0;
         out.push_back(std::move(c));
     }
     return out;

@@ -1,5 +1,5 @@
 // RAII over sqlite3: connection set-up (WAL, foreign keys, busy timeout), migrations,
-// prepared statements, transactions, runs bookkeeping and db info.
+// prepared statements, transactions and db info. Runs bookkeeping is store/runs.cpp.
 #include "store/store.h"
 
 #include <sqlite3.h>
@@ -90,6 +90,9 @@ void db::exec(std::string_view sql) {
 
 int64_t db::last_insert_rowid() const { return sqlite3_last_insert_rowid(h_); }
 int db::changes() const { return sqlite3_changes(h_); }
+bool db::in_transaction() const { return sqlite3_get_autocommit(h_) == 0; }
+void db::set_busy_timeout(int ms) { sqlite3_busy_timeout(h_, ms); }
+const char* sqlite_version() { return sqlite3_libversion(); }
 
 int db::user_version() {
     stmt s(*this, "PRAGMA user_version");
@@ -115,7 +118,7 @@ void db::migrate() {
 // ---- stmt -------------------------------------------------------------------------------------
 
 stmt::stmt(db& owner, std::string_view sql) : db_(&owner) {
-    if (sqlite3_prepare_v2(owner.handle(), sql.data(), static_cast<int>(sql.size()), &st_, nullptr) != SQLITE_OK)
+    if (sqlite3_prepare_v2(owner.h_, sql.data(), static_cast<int>(sql.size()), &st_, nullptr) != SQLITE_OK)
         owner.fail("cannot prepare statement", sql);
 }
 
@@ -185,6 +188,10 @@ std::string stmt::get_text(int col) const {
     auto p = reinterpret_cast<const char*>(sqlite3_column_text(st_, col));
     return p ? std::string(p, sqlite3_column_bytes(st_, col)) : std::string();
 }
+std::string_view stmt::get_view(int col) const {
+    auto p = reinterpret_cast<const char*>(sqlite3_column_text(st_, col));
+    return p ? std::string_view(p, static_cast<size_t>(sqlite3_column_bytes(st_, col))) : std::string_view();
+}
 std::optional<std::string> stmt::get_opt_text(int col) const {
     if (is_null(col)) return std::nullopt;
     return get_text(col);
@@ -202,29 +209,13 @@ std::vector<uint8_t> stmt::get_blob(int col) const {
 txn::txn(db& d, kind k) : db_(d) { db_.exec(k == kind::immediate ? "BEGIN IMMEDIATE" : "BEGIN"); }
 
 txn::~txn() {
-    if (!done_) sqlite3_exec(db_.handle(), "ROLLBACK", nullptr, nullptr, nullptr);  // no throw
+    if (!done_) sqlite3_exec(db_.h_, "ROLLBACK", nullptr, nullptr, nullptr);  // no throw
 }
 
 void txn::commit() {
     SLM_ASSERT(!done_, "transaction committed twice");
     db_.exec("COMMIT");
     done_ = true;
-}
-
-// ---- runs -------------------------------------------------------------------------------------
-
-int64_t begin_run(db& d, std::string_view command, std::string_view params_json) {
-    auto s = d.prepare("INSERT INTO runs (command, params, started, status) VALUES (?, ?, ?, 'running')");
-    s.bind_all(command, params_json, utc_now_iso());
-    s.run();
-    return d.last_insert_rowid();
-}
-
-void finish_run(db& d, int64_t run_id, std::string_view status, std::string_view summary_json) {
-    auto s = d.prepare("UPDATE runs SET finished = ?, status = ?, summary = ? WHERE id = ?");
-    s.bind_all(utc_now_iso(), status, summary_json, run_id);
-    s.run();
-    SLM_ASSERT(d.changes() == 1, "run {} does not exist", run_id);
 }
 
 // ---- info -------------------------------------------------------------------------------------
@@ -251,6 +242,7 @@ db_info info(db& d) {
         auto s = d.prepare(fmt::format("SELECT count(*) FROM \"{}\"", t));
         r.tables.push_back({t, s.step() ? s.get_int(0) : 0});
     }
+    r.runs = list_runs(d);
     return r;
 }
 

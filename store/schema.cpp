@@ -137,6 +137,37 @@ CREATE TABLE cluster_models (
     cell_workload TEXT NOT NULL                -- JSON array: the workload_id each cell serves ("" = any)
 );
 )SQL"},
+    {3, "phase 2: run owners and errors, splits, eval variants, adapter base identity and loss curve", R"SQL(
+-- A run row is written 'running' by store::run_scope and marked ok / failed / interrupted when the
+-- scope ends. A process killed outright cannot mark it: its owner (pid, host, process start) tells
+-- a later reader that nobody is running it any more (shown 'interrupted', never used as input).
+ALTER TABLE runs ADD COLUMN error TEXT;             -- why it failed or stopped; NULL when ok/running
+ALTER TABLE runs ADD COLUMN pid INTEGER;            -- owner process while running
+ALTER TABLE runs ADD COLUMN host TEXT;              -- owner's host name
+ALTER TABLE runs ADD COLUMN owner_start TEXT;       -- owner's boot id and start time: a reused pid is not the owner
+ALTER TABLE runs ADD COLUMN device TEXT NOT NULL DEFAULT '{}';  -- device, dtype and the probe behind it (JSON)
+CREATE INDEX runs_command_status ON runs(command, status, id);
+
+-- finetune/eval: which of a clustering run's calls train, validate and test, for one seed.
+CREATE TABLE splits (
+    cluster_run INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+    seed        INTEGER NOT NULL,
+    call_id     INTEGER NOT NULL REFERENCES calls(id) ON DELETE CASCADE,
+    split       TEXT NOT NULL CHECK (split IN ('train', 'val', 'test')),
+    PRIMARY KEY (cluster_run, seed, call_id)
+) WITHOUT ROWID;
+
+-- eval: the same held-out call answered by the base model, the base model with in-context
+-- examples, and the fine-tuned (customized) one.
+ALTER TABLE eval_results ADD COLUMN variant TEXT NOT NULL DEFAULT 'customized'
+    CHECK (variant IN ('base', 'icl', 'customized'));
+ALTER TABLE eval_results ADD COLUMN model TEXT NOT NULL DEFAULT '';  -- the model file it ran (base path)
+CREATE INDEX eval_results_variant ON eval_results(run_id, variant);
+
+-- finetune: adapters.base_model is the base model's path; its sha256 says which file it was.
+ALTER TABLE adapters ADD COLUMN base_model_sha256 TEXT;
+ALTER TABLE adapters ADD COLUMN loss_curve TEXT NOT NULL DEFAULT '[]';  -- [{step, train_loss, val_loss?}] (JSON)
+)SQL"},
     };
     return list;
 }
@@ -144,7 +175,7 @@ CREATE TABLE cluster_models (
 
 const std::vector<std::string>& pipeline_tables() {
     static const std::vector<std::string> t = {"runs",     "calls",      "quarantine",  "clusters",
-                                               "cluster_members", "cluster_models", "selections", "adapters", "eval_results"};
+                                               "cluster_members", "cluster_models", "splits", "selections", "adapters", "eval_results"};
     return t;
 }
 

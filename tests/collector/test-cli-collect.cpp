@@ -244,6 +244,10 @@ TEST_CASE("SIGKILL mid-run leaves a consistent database; a re-run gives exactly 
         CHECK(before < 30000);
         CHECK(test::count(d, "SELECT count(*) FROM runs WHERE status = 'running'") == 1);
     }
+    // nobody runs it any more: db info shows it interrupted
+    auto info = test::run_slmctl("db info --json --db " + q(db));
+    REQUIRE(info.exit_code == 0);
+    CHECK(json::parse(info.out)["runs"][0]["status"] == "interrupted");
     auto again = test::run_slmctl("collect --json --threads 1 --db " + q(db) + " " + q(log));
     REQUIRE_MESSAGE(again.exit_code == 0, again.err);
     auto as = json::parse(again.out);
@@ -280,7 +284,7 @@ TEST_CASE("db info works while collect writes (the writer paused mid-run)") {
     CHECK(json::parse(after.out)["tables"]["calls"] == 20000);
 }
 
-TEST_CASE("SIGINT finishes cleanly: batch committed, run 'interrupted', exit 1; a re-run completes") {
+TEST_CASE("SIGINT finishes cleanly: batch committed, run 'interrupted', exit 130; a re-run completes") {
     test::temp_dir t;
     std::string log = t / "big.jsonl";
     test::write_file(log, test::generated_log(20000));
@@ -291,7 +295,7 @@ TEST_CASE("SIGINT finishes cleanly: batch committed, run 'interrupted', exit 1; 
     int st = 0;
     waitpid(pid, &st, 0);
     REQUIRE(WIFEXITED(st));
-    CHECK(WEXITSTATUS(st) == 1);
+    CHECK(WEXITSTATUS(st) == 130);  // 128 + SIGINT
     auto out = json::parse(test::read_file(t / "i.out"));
     CHECK(out["status"] == "interrupted");
     CHECK(test::read_file(t / "i.err").find("re-run") != std::string::npos);
