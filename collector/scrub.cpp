@@ -9,6 +9,7 @@
 #include <cstring>
 
 #include "collector/collector.h"
+#include "collector/scrub-internal.h"
 
 #if defined(__AVX2__)
 #include <immintrin.h>
@@ -28,19 +29,12 @@ static const pii_kind_info k_kinds[pii_kind_count] = {
 
 const pii_kind_info& kind_info(pii k) { return k_kinds[static_cast<int>(k)]; }
 
-// ---- character classes ----------------------------------------------------------------------
+// ---- character classes and trigger bytes ----------------------------------------------------
+
+using namespace scrub_detail;
 
 namespace {
 
-inline bool is_digit(char c) { return c >= '0' && c <= '9'; }
-inline bool is_upper(char c) { return c >= 'A' && c <= 'Z'; }
-inline bool is_lower(char c) { return c >= 'a' && c <= 'z'; }
-inline bool is_alpha(char c) { return is_upper(c) || is_lower(c); }
-inline bool is_alnum(char c) { return is_alpha(c) || is_digit(c); }
-inline bool is_word(char c) { return is_alnum(c) || c == '_'; }
-inline bool is_hex(char c) { return is_digit(c) || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F'); }
-inline bool is_b64url(char c) { return is_alnum(c) || c == '_' || c == '-'; }
-inline char lower(char c) { return is_upper(c) ? static_cast<char>(c + 32) : c; }
 inline bool is_email_local(char c) {
     return is_alnum(c) || c == '.' || c == '_' || c == '%' || c == '+' || c == '-';
 }
@@ -77,43 +71,6 @@ inline size_t next_trigger(const char* s, size_t i, size_t n) {
 }
 
 pii credential_kind(std::string_view v);
-
-struct match {
-    size_t start = 0, end = 0;
-    pii kind = pii::email;
-    // identity of the value for placeholder consistency: the text, lowercased, or its digits
-    bool lower_norm = false;
-    bool digits_norm = false;
-};
-
-// A view over one string being scanned; `floor` is the end of the last replacement.
-struct scan {
-    const char* s;
-    size_t n;
-    size_t floor;
-    char at(size_t i) const { return i < n ? s[i] : '\0'; }
-    char before(size_t i) const { return i > 0 ? s[i - 1] : '\0'; }
-    template <size_t N> bool starts(size_t i, const char (&lit)[N]) const {
-        return i + N - 1 <= n && std::memcmp(s + i, lit, N - 1) == 0;
-    }
-    // s[i-1] ends a backslash escape (\n, \", \u00e9...): in raw JSON text (quarantined lines) that
-    // is a boundary, not part of the word that follows
-    bool escape_before(size_t i) const {
-        if (i >= 2 && s[i - 2] == '\\' && std::strchr("nrtbf\"/", s[i - 1]) && s[i - 1]) return true;
-        return i >= 6 && s[i - 6] == '\\' && s[i - 5] == 'u' && is_hex(s[i - 4]) && is_hex(s[i - 3]) &&
-               is_hex(s[i - 2]) && is_hex(s[i - 1]);
-    }
-    // i begins a token: no letter, digit, '_' or '-' just before it
-    bool token_start(size_t i) const {
-        if (i < floor) return false;
-        char p = before(i);
-        return !(is_word(p) || p == '-') || escape_before(i);
-    }
-    size_t run(size_t i, bool (*pred)(char)) const {
-        while (i < n && pred(s[i])) ++i;
-        return i;
-    }
-};
 
 // ---- detectors ------------------------------------------------------------------------------
 
@@ -582,84 +539,20 @@ bool pem_at(const scan& t, size_t i, match& m) {
 }
 
 inline bool b64url_pred(char c) { return is_b64url(c); }
-inline bool alnum_pred(char c) { return is_alnum(c); }
-inline bool word_pred(char c) { return is_word(c); }
-inline bool alnum_dash_pred(char c) { return is_alnum(c) || c == '-'; }
-inline bool upper_digit_pred(char c) { return is_upper(c) || is_digit(c); }
 inline bool bearer_pred(char c) {
     return is_alnum(c) || c == '.' || c == '_' || c == '~' || c == '+' || c == '/' || c == '=' || c == '-';
 }
-
-bool has_digit(const char* s, size_t n) {
-    for (size_t k = 0; k < n; ++k)
-        if (is_digit(s[k])) return true;
+inline bool is_space(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
+inline bool has_digit_sv(std::string_view w) {
+    for (char c : w)
+        if (is_digit(c)) return true;
     return false;
 }
 
-// '-' ends the prefix of OpenAI/Anthropic keys (sk-..., sk-proj-..., sk-ant-...) and Slack tokens.
-bool dash_prefixed_at(const scan& t, size_t i, match& m) {
-    if (i >= 2 && t.s[i - 2] == 's' && t.s[i - 1] == 'k' && t.token_start(i - 2)) {
-        size_t e = t.run(i + 1, b64url_pred);
-        size_t len = e - (i + 1);
-        if (len >= 20 && has_digit(t.s + i + 1, len)) {
-            m = {i - 2, e, pii::api_key, false, false};
-            return true;
-        }
-    }
-    if (i >= 4 && t.s[i - 4] == 'x' && t.s[i - 3] == 'o' && t.s[i - 2] == 'x' &&
-        (t.s[i - 1] == 'a' || t.s[i - 1] == 'b' || t.s[i - 1] == 'p' || t.s[i - 1] == 'r') && t.token_start(i - 4)) {
-        size_t e = t.run(i + 1, alnum_dash_pred);
-        if (e - (i + 1) >= 10) {
-            m = {i - 4, e, pii::slack_token, false, false};
-            return true;
-        }
-    }
-    return false;
-}
-
-// '_' ends GitHub prefixes: ghp_ gho_ ghu_ ghs_ ghr_ (36 chars) and github_pat_ (fine-grained).
-bool underscore_prefixed_at(const scan& t, size_t i, match& m) {
-    if (i >= 3 && t.s[i - 3] == 'g' && t.s[i - 2] == 'h' && std::strchr("pousr", t.s[i - 1]) && t.s[i - 1] &&
-        t.token_start(i - 3)) {
-        size_t e = t.run(i + 1, alnum_pred);
-        if (e - (i + 1) >= 30 && !is_word(t.at(e))) {
-            m = {i - 3, e, pii::github_token, false, false};
-            return true;
-        }
-    }
-    if (i >= 10 && std::memcmp(t.s + i - 10, "github_pat", 10) == 0 && t.token_start(i - 10)) {
-        size_t e = t.run(i + 1, word_pred);
-        if (e - (i + 1) >= 22) {
-            m = {i - 10, e, pii::github_token, false, false};
-            return true;
-        }
-    }
-    return false;
-}
-
-// Uppercase at a token start: AWS access key ids, Google API keys, IBANs, "Bearer <token>".
+// Uppercase at a token start: IBANs and "Bearer <token>" (vendor formats are in the rule table).
 bool upper_at(const scan& t, size_t i, match& m) {
     const char* s = t.s + i;
     size_t left = t.n - i;
-    if (s[0] == 'A' && left >= 20) {
-        static const char* const aws[] = {"AKIA", "ASIA", "AGPA", "AIDA", "AROA", "AIPA", "ANPA", "ANVA", "ABIA", "ACCA"};
-        for (const char* p : aws) {
-            if (std::memcmp(s, p, 4) == 0) {
-                size_t e = t.run(i + 4, upper_digit_pred);
-                if (e - (i + 4) == 16 && !is_word(t.at(e))) {
-                    m = {i, e, pii::aws_key, false, false};
-                    return true;
-                }
-            }
-        }
-        if (std::memcmp(s, "AIza", 4) == 0) {
-            size_t e = t.run(i + 4, b64url_pred);
-            if (e - (i + 4) >= 30) {
-                m = {i, e, pii::api_key, false, false};
-                return true;
-            }
-        }
-    }
     if (s[0] == 'B' && t.starts(i, "Bearer ")) {
         size_t v = i + 7;
         while (t.at(v) == ' ') ++v;
@@ -710,18 +603,10 @@ bool jwt_at(const scan& t, size_t i, match& m) {
 
 // The kind of a credential found after a key or "Bearer": its own shape when it has one.
 pii credential_kind(std::string_view v) {
-    auto starts = [&](const char* p) { return v.substr(0, std::strlen(p)) == p; };
-    if (v.size() == 20 && (starts("AKIA") || starts("ASIA"))) {
-        bool ok = true;
-        for (char c : v.substr(4)) ok &= is_upper(c) || is_digit(c);
-        if (ok) return pii::aws_key;
-    }
-    if (starts("eyJ") && std::count(v.begin(), v.end(), '.') == 2) return pii::jwt;
-    if ((starts("sk-") || starts("AIza")) && v.size() >= 23) return pii::api_key;
-    if ((starts("ghp_") || starts("gho_") || starts("ghu_") || starts("ghs_") || starts("ghr_") || starts("github_pat_")) &&
-        v.size() >= 26)
-        return pii::github_token;
-    if (starts("xox") && v.size() >= 15 && v[4] == '-') return pii::slack_token;
+    scan t{v.data(), v.size(), 0};
+    match vm;
+    if (vendor_at(t, 0, vm) && vm.start == 0 && vm.end == v.size()) return vm.kind;
+    if (v.substr(0, 3) == "eyJ" && std::count(v.begin(), v.end(), '.') == 2) return pii::jwt;
     return pii::secret;
 }
 
@@ -740,12 +625,64 @@ bool value_is_trivial(std::string_view v) {
 }
 
 inline bool key_char(char c) { return is_alnum(c) || c == '_' || c == '-' || c == '.'; }
-inline bool value_stop(char c) {
-    return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == ',' || c == ';' || c == '&' || c == ')' ||
-           c == '}' || c == ']' || c == '"' || c == '\'' || c == '<' || c == '>' || c == '`';
+
+// s[i] is a raw-JSON escape that ends a line or a string (\n, \r, \t, \"): a value boundary
+inline bool escape_stop(const scan& t, size_t i) {
+    if (t.s[i] != '\\') return false;
+    char e = t.at(i + 1);
+    return e == 'n' || e == 'r' || e == 't' || e == '"';
 }
 
-// ':' or '=' after a secret-naming key: password=..., "api_key": "...", secret: ...
+// At i (a ',' ';' or '&'): the next key=value pair of a list starts after it ("a=1;Password=x;b=2")
+bool next_pair_at(const scan& t, size_t i) {
+    size_t j = i + 1;
+    if (!is_alpha(t.at(j)) && t.at(j) != '_') return false;
+    while (j < t.n && j - i <= 40 && (key_char(t.s[j]) || t.s[j] == ' ')) ++j;
+    return t.at(j) == '=';
+}
+
+// Where an unquoted value that starts at v ends. `to_eol`: a KEY=value line (env file, shell
+// export, diff line): everything up to the end of the line or a blank, whatever characters it holds.
+// `query`: a URL query parameter, which '&' and '#' end. Otherwise the value ends at whitespace
+// or at a separator that starts the next key=value pair, less trailing punctuation.
+size_t value_end(const scan& t, size_t v, bool to_eol, bool query) {
+    size_t e = v;
+    if (to_eol) {  // unquoted values in env files hold no spaces: "KEY=value # comment" ends at one
+        while (e < t.n && !is_space(t.s[e]) && !escape_stop(t, e)) ++e;
+        return e;
+    }
+    while (e < t.n) {
+        char c = t.s[e];
+        if (is_space(c) || c == '"' || c == '\'' || c == '<' || c == '>' || c == '`' || escape_stop(t, e)) break;
+        if (query && (c == '&' || c == '#')) break;
+        if ((c == '&' || c == ';' || c == ',') && next_pair_at(t, e)) break;
+        ++e;
+    }
+    if (!query)
+        while (e > v && std::strchr(".,;:)]}", t.s[e - 1])) --e;
+    return e;
+}
+
+// Keys that name a credential only as a URL query parameter (?key=..., &sig=...).
+bool is_query_secret_key(std::string_view k) {
+    static const char* const names[] = {"key", "sig", "signature", "code", "X-Amz-Signature", "X-Goog-Signature",
+                                        "X-Amz-Security-Token", nullptr};
+    for (const char* const* n = names; *n; ++n)
+        if (k == *n) return true;
+    return false;
+}
+
+// The key [ks, ke) begins a KEY=value line: start of text or line, "export ", a diff's '+'/'-'.
+bool line_key(const scan& t, size_t ks) {
+    size_t p = ks;
+    if (p >= 7 && std::memcmp(t.s + p - 7, "export ", 7) == 0) p -= 7;
+    if (p > 0 && (t.s[p - 1] == '+' || t.s[p - 1] == '-')) --p;
+    if (p == 0) return true;
+    if (t.s[p - 1] == '\n') return true;
+    return p >= 2 && t.s[p - 2] == '\\' && t.s[p - 1] == 'n';
+}
+
+// ':' or '=' after a secret-naming key: password=..., "api_key": "...", secret: ..., ?sig=...
 bool assignment_at(const scan& t, size_t c, match& m) {
     size_t ke = c;
     int spaces = 0;
@@ -756,7 +693,8 @@ bool assignment_at(const scan& t, size_t c, match& m) {
     while (ks > t.floor && key_char(t.s[ks - 1]) && ke - ks <= 64 && !t.escape_before(ks)) --ks;
     if (ke - ks < 3 || ke - ks > 64) return false;
     std::string_view key(t.s + ks, ke - ks);
-    if (!scrubber::is_secret_key(key)) return false;
+    const bool query = t.s[c] == '=' && ke == c && (t.before(ks) == '?' || t.before(ks) == '&');
+    if (!scrubber::is_secret_key(key) && !(query && is_query_secret_key(key))) return false;
     if (t.at(c) == ':' && t.at(c + 1) == '/' && t.at(c + 2) == '/') return false;  // URL scheme
     size_t v = c + 1;
     while (v < t.n && (t.s[v] == ' ' || t.s[v] == '\t') && v - c < 4) ++v;
@@ -777,15 +715,13 @@ bool assignment_at(const scan& t, size_t c, match& m) {
         if (t.at(ve) != q) return false;
     } else {
         vs = v;
-        ve = vs;
-        while (ve < t.n && !value_stop(t.s[ve])) ++ve;
         // "Authorization: Bearer xyz": the credential is the next word
-        std::string_view w(t.s + vs, ve - vs);
-        if ((w == "Bearer" || w == "bearer" || w == "Basic" || w == "Token" || w == "token") && t.at(ve) == ' ') {
-            vs = ve + 1;
-            ve = vs;
-            while (ve < t.n && !value_stop(t.s[ve])) ++ve;
-        }
+        size_t we = vs;
+        while (we < t.n && is_alpha(t.s[we])) ++we;
+        std::string_view w(t.s + vs, we - vs);
+        if ((w == "Bearer" || w == "bearer" || w == "Basic" || w == "Token" || w == "token") && t.at(we) == ' ')
+            vs = we + 1;
+        ve = value_end(t, vs, t.s[c] == '=' && !query && line_key(t, ks), query);
     }
     std::string_view val(t.s + vs, ve - vs);
     if (value_is_trivial(val) || val.size() > 512) return false;
@@ -801,6 +737,144 @@ bool assignment_at(const scan& t, size_t c, match& m) {
     if (!quoted && t.s[c] == ':' && all_alpha && val.size() < 12) return false;
     m = {vs, ve, credential_kind(val), false, false};
     return true;
+}
+
+// scheme://user:PASSWORD@host: the password runs to the last '@' of the authority, whatever it
+// holds ('#', '?', '/', '%', '@' unencoded); known webhook URLs (Slack, Discord) lose their token.
+bool url_at(const scan& t, size_t c, match& m) {
+    if (t.at(c + 1) != '/' || t.at(c + 2) != '/' || !is_alpha(t.before(c))) return false;
+    size_t a = c + 3;
+    if (vendor_at(t, a, m)) return true;
+    size_t e = a;
+    while (e < t.n && !is_space(t.s[e]) && t.s[e] != '"' && t.s[e] != '\'' && t.s[e] != '<' && t.s[e] != '>' &&
+           t.s[e] != '`' && !escape_stop(t, e) && e - a < 1024)
+        ++e;
+    size_t colon = a;
+    while (colon < e && (is_alnum(t.s[colon]) || std::strchr("._~%+-!$&*,;=", t.s[colon]))) ++colon;
+    if (colon >= e || t.s[colon] != ':') return false;
+    size_t at = 0;
+    for (size_t k = colon + 1; k < e; ++k)
+        if (t.s[k] == '@' && (is_alnum(t.at(k + 1)) || t.at(k + 1) == '[')) at = k;
+    if (!at || at == colon + 1) return false;
+    std::string_view pw(t.s + colon + 1, at - colon - 1);
+    if (value_is_trivial(pw)) return false;
+    m = {colon + 1, at, pii::secret, false, false};
+    return true;
+}
+
+// ---- credentials in prose ----------------------------------------------------------------------
+
+// A word that names a credential ("password", "API key", "token", "passphrase", "bearer", ...);
+// `prev` is the word before it, for two-word names.
+bool credential_word(std::string_view w, std::string_view prev) {
+    char buf[33];
+    size_t n = 0;
+    for (char ch : w) {
+        if (n == 32) return false;
+        buf[n++] = lower(ch);
+    }
+    std::string_view l(buf, n);
+    if (l == "key" || l == "keys") {
+        char pb[17];
+        size_t pn = 0;
+        for (char ch : prev) {
+            if (pn == 16) break;
+            pb[pn++] = lower(ch);
+        }
+        std::string_view p(pb, pn);
+        return p == "api" || p == "access" || p == "private" || p == "secret" || p == "signing" || p == "auth" ||
+               p == "license" || p == "encryption";
+    }
+    if (l == "tokens" || l == "secrets" || l == "passwords") return false;
+    if (l == "pass") return false;  // "tests pass on fix/abc-123"
+    return l == "bearer" || scrubber::is_secret_key(l);
+}
+
+// Shapes that are not credentials even after a keyword: dates and times, versions, UUIDs, ids
+// like INV-2025-1234, provider ids (call_..., chatcmpl-...), hex digests.
+bool benign_shape(std::string_view v) {
+    size_t letters = 0, digits = 0, hexish = 0, dashes = 0;
+    bool only_date = true, upper_prefix_id = true;
+    size_t k = 0;
+    while (k < v.size() && is_upper(v[k])) ++k;
+    if (k < 2 || k == v.size() || (v[k] != '-' && v[k] != '_')) upper_prefix_id = false;
+    for (size_t i = 0; i < v.size(); ++i) {
+        char c = v[i];
+        letters += is_alpha(c);
+        digits += is_digit(c);
+        hexish += is_hex(c);
+        dashes += c == '-';
+        if (!(is_digit(c) || std::strchr("-:.TZ+/", c))) only_date = false;
+        if (i > k && !(is_digit(c) || c == '-' || c == '_')) upper_prefix_id = false;
+    }
+    if (only_date || upper_prefix_id) return true;
+    if (v.size() == 36 && dashes == 4 && hexish == 32) return true;  // UUID
+    if ((v[0] == 'v' || v[0] == 'V') && v.size() > 1 && is_digit(v[1])) return true;
+    static const char* const ids[] = {"call_", "chatcmpl-", "toolu_", "msg_", "evt_", "req_", "run_", "resp_",
+                                      "file-", "asst_", "thread_", "http", "INV-", "ACC-", nullptr};
+    for (const char* const* p = ids; *p; ++p)
+        if (v.substr(0, std::strlen(*p)) == *p) return true;
+    return false;
+}
+
+// A value with the look of a credential: 8+ characters, letters with digits or symbols (or 20+
+// mixed-case letters), not a shape named above.
+bool credential_like(std::string_view v) {
+    if (v.size() < 8 || v.size() > 256 || value_is_trivial(v)) return false;
+    bool lo = false, up = false, dig = false, sym = false;
+    for (char c : v) {
+        if (is_lower(c)) lo = true;
+        else if (is_upper(c)) up = true;
+        else if (is_digit(c)) dig = true;
+        else if (static_cast<unsigned char>(c) < 0x21 || static_cast<unsigned char>(c) >= 0x7f) return false;
+        else sym = true;
+    }
+    if (!(lo || up)) return false;
+    if (!(dig || sym) && !(lo && up && v.size() >= 20)) return false;
+    if (v.find("://") != std::string_view::npos || v.find("...") != std::string_view::npos) return false;
+    return !benign_shape(v);
+}
+
+// The token at ts (its first trigger byte) is a credential-like value that follows a credential
+// word within a few words in the same sentence: "(API key key_...)", "the password is Hunter2!x".
+bool prose_at(const scan& t, size_t ts, match& m) {
+    size_t vs = ts;
+    while (vs > t.floor && ts - vs < 64 && !is_space(t.s[vs - 1]) && !std::strchr("(\"'[<{=:`", t.s[vs - 1]) &&
+           !t.escape_before(vs))
+        --vs;
+    if (vs > 0 && !(is_space(t.s[vs - 1]) || std::strchr("(\"'[<{=:`", t.s[vs - 1]) || t.escape_before(vs)))
+        return false;
+    size_t ve = value_end(t, ts, false, false);
+    if (ve - vs < 8) return false;
+    std::string_view val(t.s + vs, ve - vs);
+    if (!credential_like(val)) return false;
+    // up to 4 words back, no sentence or line boundary in between
+    size_t p = vs;
+    std::string_view words[5];
+    int nw = 0;
+    while (nw < 5 && p > t.floor && vs - p < 80) {
+        while (p > t.floor && (t.s[p - 1] == ' ' || t.s[p - 1] == '(' || t.s[p - 1] == ':' || t.s[p - 1] == '=' ||
+                               t.s[p - 1] == '"' || t.s[p - 1] == '\''))
+            --p;
+        size_t we = p;
+        while (p > t.floor && (is_alnum(t.s[p - 1]) || t.s[p - 1] == '_' || t.s[p - 1] == '-') && we - p < 32 &&
+               !t.escape_before(p))
+            --p;
+        if (p == we) break;
+        words[nw++] = std::string_view(t.s + p, we - p);
+        if (p > t.floor && !(t.s[p - 1] == ' ' || t.s[p - 1] == '(' || t.s[p - 1] == '"' || t.s[p - 1] == '\'')) {
+            if (t.s[p - 1] != ':' && t.s[p - 1] != '=') break;  // '.', ',', newline...: stop after this word
+        }
+    }
+    for (int k = 0; k < nw; ++k) {
+        std::string_view prev = k + 1 < nw ? words[k + 1] : std::string_view();
+        if (credential_word(words[k], prev)) {
+            m = {vs, ve, credential_kind(val), false, false};
+            return true;
+        }
+        if (k < nw - 1 && has_digit_sv(words[k])) break;  // an intervening value: not this keyword's
+    }
+    return false;
 }
 
 }  // namespace
@@ -820,10 +894,10 @@ bool scrubber::is_secret_key(std::string_view key) {
         const char* q = buf + i;
         switch (q[0]) {
         case 'p': stem = (q[1] == 'a' && q[2] == 's') || (q[1] == 'w' && q[2] == 'd') || (q[1] == 'r' && q[2] == 'i'); break;
-        case 's': stem = q[1] == 'e' && (q[2] == 'c' || q[2] == 's'); break;
+        case 's': stem = (q[1] == 'e' && (q[2] == 'c' || q[2] == 's')) || (q[1] == 'i' && q[2] == 'g') || (q[1] == 'h' && q[2] == 'a'); break;
         case 'a': stem = (q[1] == 'p' && q[2] == 'i') || (q[1] == 'c' && q[2] == 'c') || (q[1] == 'u' && q[2] == 't'); break;
         case 't': stem = q[1] == 'o' && q[2] == 'k'; break;
-        case 'c': stem = q[1] == 'r' && q[2] == 'e'; break;
+        case 'c': stem = (q[1] == 'r' && q[2] == 'e') || (q[1] == 'o' && q[2] == 'n'); break;
         case 'b': stem = q[1] == 'e' && q[2] == 'a'; break;
         case 'x': stem = q[1] == '_' && q[2] == 'a'; break;
         default: break;
@@ -831,13 +905,18 @@ bool scrubber::is_secret_key(std::string_view key) {
     }
     if (!stem) return false;
     std::string_view k(buf, n);
+    // an id names the credential, it is not one (private_key_id, access_key_id: vendor rules catch
+    // the key ids that matter)
+    if (k.size() > 3 && k.substr(k.size() - 3) == "_id") return false;
     static const char* const exact[] = {"pwd",     "pass",         "auth",    "token",      "authorization",
                                         "passcode", "credentials", "credential", "bearer", "x_api_key", nullptr};
     for (const char* const* e = exact; *e; ++e)
         if (k == *e) return true;
     static const char* const contains[] = {"password", "passwd", "passphrase", "secret", "api_key", "apikey",
                                            "access_key", "private_key", "privatekey", "auth_token", "access_token",
-                                           "refresh_token", "session_token", "id_token", "bearer_token", nullptr};
+                                           "refresh_token", "session_token", "id_token", "bearer_token", "credential",
+                                           "accountkey", "account_key", "sharedaccesskey", "shared_access_key",
+                                           "signing_key", "connection_string", "connectionstring", nullptr};
     for (const char* const* c = contains; *c; ++c)
         if (k.find(*c) != std::string_view::npos) return true;
     if (k.size() > 5 && k.substr(k.size() - 5) == "token" && k.find("tokens") == std::string_view::npos) return true;
@@ -922,15 +1001,23 @@ size_t scrubber::scrub(std::string_view text, std::string& out) {
         } else {
             switch (c) {
             case '@': hit = email_at(t, i, m); break;
-            case ':': hit = assignment_at(t, i, m) || ipv6_at(t, i, m); break;
+            case ':': hit = assignment_at(t, i, m) || url_at(t, i, m) || ipv6_at(t, i, m); break;
             case '=': hit = assignment_at(t, i, m); break;
-            case '-': hit = pem_at(t, i, m) || dash_prefixed_at(t, i, m); break;
-            case '_': hit = underscore_prefixed_at(t, i, m); break;
+            case '-': hit = pem_at(t, i, m); break;
             case '+':
                 if (!is_alnum(t.before(i))) hit = phone_intl_at(t, i, m);
                 break;
             case '(': hit = phone_paren_at(t, i, m); break;
             default: break;
+            }
+        }
+        // the first trigger byte of a token (only lowercase letters before it): vendor formats
+        // and credentials in prose start at the token's first byte
+        if (!hit) {
+            size_t ts = i;
+            while (ts > t.floor && is_lower(t.s[ts - 1]) && i - ts < 24) --ts;
+            if (t.token_start(ts) && (ts == i || !is_lower(t.before(ts)))) {
+                hit = vendor_at(t, ts, m) != nullptr || prose_at(t, ts, m);
             }
         }
         if (!hit || m.start < t.floor || m.end <= m.start) {

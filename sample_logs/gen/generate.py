@@ -44,7 +44,9 @@ LEGACY_FILE = "legacy_functions.jsonl"
 BAD_FILE = "bad/malformed.jsonl"
 LABELS_FILE = "labels.jsonl"
 README_FILE = "README.md"
-GENERATED = sorted(list(SYSTEM_FILES.values()) + [FINETUNE_FILE, LEGACY_FILE, BAD_FILE, LABELS_FILE, README_FILE])
+PLANTED_FILE = "planted.tsv"
+GENERATED = sorted(list(SYSTEM_FILES.values()) + [FINETUNE_FILE, LEGACY_FILE, BAD_FILE, LABELS_FILE, README_FILE,
+                                                  PLANTED_FILE])
 
 
 _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))   # == json.dumps(..., same args)
@@ -92,6 +94,134 @@ def rand_alnum(rng, n):
 
 
 # ----------------------------------------------------------------------------------------------
+# Planted values: every PII value and secret the generator draws is noted with its kind; the ones
+# that reach a written line go to planted.tsv (for the scrubbing tests: collect never reads it).
+# Secrets beyond the original set come from their own stream (_SRNG), so adding them leaves every
+# draw of the main stream, and so the structure of the set, unchanged.
+# ----------------------------------------------------------------------------------------------
+
+_PENDING = []          # (kind, value) drawn since the last written record
+_SRNG = None           # the secrets stream, reset by generate()
+
+
+def plant(kind, value):
+    _PENDING.append((kind, value))
+    return value
+
+
+def take_planted(line):
+    """The pending values that the written line holds (as is, JSON-escaped once or twice), and for a
+    line cut short the part of a value it ends with; clears the pending list."""
+    out = []
+    for kind, v in _PENDING:
+        once = dumps(v)[1:-1]
+        forms = [v, once, dumps(once)[1:-1]]
+        if any(f in line for f in forms):
+            out.append((kind, v))
+            continue
+        for f in forms:   # a truncated line ends inside the value
+            cut = next((k for k in range(len(f) - 1, 7, -1) if line.endswith(f[:k])), 0)
+            if cut:
+                out.append((kind, f[:cut]))
+                break
+    _PENDING.clear()
+    return sorted(set(out))
+
+
+def srand(alphabet, n):
+    return "".join(_SRNG.choices(alphabet, k=n))
+
+
+HEX = "0123456789abcdef"
+
+
+def vendor_secret():
+    """(kind, env name with a keyword, neutral env name, value) for one vendor format."""
+    k = _SRNG.randrange(18)
+    if k == 0:
+        return "stripe_key", "STRIPE_SECRET_KEY", "STRIPE", _SRNG.choice(["sk_live_", "rk_live_", "sk_test_"]) + srand(ALNUM, 24)
+    if k == 1:
+        return "gitlab_token", "GITLAB_TOKEN", "GITLAB_CI_USER", "glpat-" + srand(B64URL, 20)
+    if k == 2:
+        return "npm_token", "NPM_TOKEN", "NPM_CONFIG", "npm_" + srand(ALNUM, 36)
+    if k == 3:
+        return "pypi_token", "PYPI_API_TOKEN", "TWINE_CONFIG", "pypi-AgEIcHlwaS5vcmc" + srand(B64URL, 60)
+    if k == 4:
+        return "huggingface_token", "HF_TOKEN", "HF_HUB", "hf_" + srand(string.ascii_letters, 34)
+    if k == 5:
+        return "anthropic_key", "ANTHROPIC_API_KEY", "CLAUDE", "sk-ant-api03-" + srand(B64URL, 93) + "AA"
+    if k == 6:
+        return "groq_key", "GROQ_API_KEY", "GROQ", "gsk_" + srand(ALNUM, 52)
+    if k == 7:
+        return "replicate_token", "REPLICATE_API_TOKEN", "REPLICATE", "r8_" + srand(ALNUM, 37)
+    if k == 8:
+        return "sendgrid_key", "SENDGRID_API_KEY", "SENDGRID", "SG." + srand(B64URL, 22) + "." + srand(B64URL, 43)
+    if k == 9:
+        return "twilio_key", "TWILIO_API_KEY", "TWILIO_SID_2", "SK" + srand(HEX, 32)
+    if k == 10:
+        return "mailgun_key", "MAILGUN_API_KEY", "MAILGUN", "key-" + srand(HEX, 32)
+    if k == 11:
+        return "shopify_token", "SHOPIFY_ACCESS_TOKEN", "SHOPIFY", "shpat_" + srand(HEX, 32)
+    if k == 12:
+        return "digitalocean_token", "DIGITALOCEAN_TOKEN", "DO_CONFIG", "dop_v1_" + srand(HEX, 64)
+    if k == 13:
+        return "square_token", "SQUARE_ACCESS_TOKEN", "SQUARE", "sq0atp-" + srand(B64URL, 22)
+    if k == 14:
+        return ("telegram_bot_token", "TELEGRAM_BOT_TOKEN", "TELEGRAM",
+                str(_SRNG.randrange(10**8, 10**10)) + ":AA" + srand(B64URL, 33))
+    if k == 15:
+        return ("discord_bot_token", "DISCORD_BOT_TOKEN", "DISCORD", _SRNG.choice("MNO") + srand(B64URL, 25) + "."
+                + srand(B64URL, 6) + "." + srand(B64URL, 38))
+    if k == 16:
+        return "bitbucket_app_password", "BITBUCKET_APP_PASSWORD", "BITBUCKET", "ATBB" + srand(ALNUM, 28) + srand(HEX, 4) + "1"
+    return "github_token", "GH_TOKEN", "GH_CONFIG", "ghp_" + srand(ALNUM, 36)
+
+
+def odd_password():
+    """A password holding the characters that end values elsewhere: ; & # % @ ? and quotes aside."""
+    return (_SRNG.choice(["Tr0ub4dor", "C0rrect", "Bl4ckbird", "M0onrise", "Qu1cksilver"]) + _SRNG.choice(";&#%@?")
+            + srand(ALNUM, 3) + _SRNG.choice(";&#") + str(_SRNG.randrange(10, 99)))
+
+
+def env_secrets():
+    """Extra lines for a captured environment: vendor tokens, a cloud connection string, a SAS URL,
+    a Mongo URL and a quoted password with odd characters."""
+    lines = []
+    for _ in range(_SRNG.randrange(2, 5)):
+        kind, named, neutral, v = vendor_secret()
+        lines.append(f"{named if _SRNG.random() < 0.5 else neutral}={plant(kind, v)}")
+    k = _SRNG.randrange(4)
+    if k == 0:
+        key = plant("azure_storage_key", base64.b64encode(_SRNG.randbytes(64)).decode())
+        name = _SRNG.choice(["AZURE_STORAGE_CONNECTION_STRING", "AZURE_STORAGE"])
+        lines.append(f"{name}=DefaultEndpointsProtocol=https;AccountName=acme{_SRNG.randrange(100, 999)};"
+                     f"AccountKey={key};EndpointSuffix=core.windows.net")
+    elif k == 1:
+        sig = plant("azure_sas_sig", base64.b64encode(_SRNG.randbytes(32)).decode().replace("+", "%2B").replace("/", "%2F").replace("=", "%3D"))
+        lines.append(f"EXPORT_URL=https://acme{_SRNG.randrange(100, 999)}.blob.core.windows.net/exports/orders.csv"
+                     f"?sv=2022-11-02&ss=b&srt=o&sp=r&se=2025-06-01T00:00:00Z&sig={sig}")
+    elif k == 2:
+        pw = plant("password", odd_password())
+        lines.append(f"MONGO_URL=mongodb+srv://svc:{pw}@cluster0.{srand(HEX, 5)}.mongodb.net/app")
+    else:
+        pw = plant("password", odd_password())
+        lines.append(f"DB_PASSWORD=\"{pw}\"")
+    return "\n".join(lines)
+
+
+GCP_KEY_BODY = "MIIEvQIBADANBgkqhkiG9w0BAQEFAASC"
+
+
+def gcp_service_account():
+    """A GCP service-account key as it gets pasted: JSON with a PEM private key."""
+    body = "\n".join(GCP_KEY_BODY[:8] + srand(ALNUM + "+/", 56) for _ in range(4))
+    pem = plant("private_key", f"-----BEGIN PRIVATE KEY-----\n{body}\n-----END PRIVATE KEY-----\n")
+    return dumps({"type": "service_account", "project_id": f"acme-{_SRNG.randrange(1000, 9999)}",
+                  "private_key_id": srand(HEX, 40), "private_key": pem,
+                  "client_email": f"ci@acme-{_SRNG.randrange(1000, 9999)}.iam.gserviceaccount.com"})
+
+
+# ----------------------------------------------------------------------------------------------
 # Entities, PII and secrets
 # ----------------------------------------------------------------------------------------------
 
@@ -125,21 +255,21 @@ def email_of(rng, first, last):
     dom = rng.choice(DOMAINS)
     k = rng.randrange(3)
     if k == 0:
-        return f"{f}.{l}@{dom}"
+        return plant("email", f"{f}.{l}@{dom}")
     if k == 1:
-        return f"{f[0]}{l}@{dom}"
-    return f"{f}{rng.randrange(10, 99)}@{dom}"
+        return plant("email", f"{f[0]}{l}@{dom}")
+    return plant("email", f"{f}{rng.randrange(10, 99)}@{dom}")
 
 
 def phone(rng):
     k = rng.randrange(4)
     if k == 0:
-        return f"+1 {rng.randrange(201, 989)}-555-{rng.randrange(100, 9999):04d}"
+        return plant("phone", f"+1 {rng.randrange(201, 989)}-555-{rng.randrange(100, 9999):04d}")
     if k == 1:
-        return f"({rng.randrange(201, 989)}) 555-{rng.randrange(100, 9999):04d}"
+        return plant("phone", f"({rng.randrange(201, 989)}) 555-{rng.randrange(100, 9999):04d}")
     if k == 2:
-        return f"+44 20 7946 {rng.randrange(0, 999):04d}"
-    return f"+49 30 {rng.randrange(1000000, 99999999)}"
+        return plant("phone", f"+44 20 7946 {rng.randrange(0, 999):04d}")
+    return plant("phone", f"+49 30 {rng.randrange(1000000, 99999999)}")
 
 
 def luhn_digit(payload):
@@ -167,16 +297,16 @@ def card_number(rng):
     assert len(num) == n
     style = rng.randrange(3)
     if style == 0 or n == 15:
-        return num if style != 1 else f"{num[:4]} {num[4:10]} {num[10:]}"
+        return plant("card", num if style != 1 else f"{num[:4]} {num[4:10]} {num[10:]}")
     sep = " " if style == 1 else "-"
-    return sep.join(num[i:i + 4] for i in range(0, 16, 4))
+    return plant("card", sep.join(num[i:i + 4] for i in range(0, 16, 4)))
 
 
 def ssn(rng):
     area = rng.randrange(1, 899)
     if area == 666:
         area = 667
-    return f"{area:03d}-{rng.randrange(1, 100):02d}-{rng.randrange(1, 10000):04d}"
+    return plant("ssn", f"{area:03d}-{rng.randrange(1, 100):02d}-{rng.randrange(1, 10000):04d}")
 
 
 def iban(rng):
@@ -188,7 +318,7 @@ def iban(rng):
     num = "".join(str(int(c, 36)) for c in rearranged)
     check = 98 - int(num) % 97
     raw = f"{cc}{check:02d}{bban}"
-    return " ".join(raw[i:i + 4] for i in range(0, len(raw), 4))
+    return plant("iban", " ".join(raw[i:i + 4] for i in range(0, len(raw), 4)))
 
 
 def ipv4(rng, private=None):
@@ -197,38 +327,38 @@ def ipv4(rng, private=None):
     if private:
         k = rng.randrange(3)
         if k == 0:
-            return f"10.{rng.randrange(256)}.{rng.randrange(256)}.{rng.randrange(1, 255)}"
+            return plant("ipv4", f"10.{rng.randrange(256)}.{rng.randrange(256)}.{rng.randrange(1, 255)}")
         if k == 1:
-            return f"192.168.{rng.randrange(256)}.{rng.randrange(1, 255)}"
-        return f"172.{rng.randrange(16, 32)}.{rng.randrange(256)}.{rng.randrange(1, 255)}"
-    return f"{rng.choice([34, 52, 81, 95, 104, 142, 185, 203])}.{rng.randrange(256)}.{rng.randrange(256)}.{rng.randrange(1, 255)}"
+            return plant("ipv4", f"192.168.{rng.randrange(256)}.{rng.randrange(1, 255)}")
+        return plant("ipv4", f"172.{rng.randrange(16, 32)}.{rng.randrange(256)}.{rng.randrange(1, 255)}")
+    return plant("ipv4", f"{rng.choice([34, 52, 81, 95, 104, 142, 185, 203])}.{rng.randrange(256)}.{rng.randrange(256)}.{rng.randrange(1, 255)}")
 
 
 def street_address(rng):
     city, st, zp = rng.choice(CITIES)
-    return f"{rng.randrange(1, 9999)} {rng.choice(STREETS)}, {city}, {st} {zp}{rng.randrange(10, 99)}"
+    return plant("address", f"{rng.randrange(1, 9999)} {rng.choice(STREETS)}, {city}, {st} {zp}{rng.randrange(10, 99)}")
 
 
 def openai_key(rng):
     if rng.randrange(2):
-        return "sk-proj-" + rand_str(rng, ALNUM, 48)
-    return "sk-" + rand_str(rng, ALNUM, 48)
+        return plant("openai_key", "sk-proj-" + rand_str(rng, ALNUM, 48))
+    return plant("openai_key", "sk-" + rand_str(rng, ALNUM, 48))
 
 
 def aws_key(rng):
-    return "AKIA" + rand_str(rng, "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", 16)
+    return plant("aws_key", "AKIA" + rand_str(rng, "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", 16))
 
 
 def aws_secret(rng):
-    return rand_str(rng, ALNUM + "+/", 40)
+    return plant("aws_secret", rand_str(rng, ALNUM + "+/", 40))
 
 
 def github_token(rng):
-    return "ghp_" + rand_str(rng, ALNUM, 36)
+    return plant("github_token", "ghp_" + rand_str(rng, ALNUM, 36))
 
 
 def slack_token(rng):
-    return (f"xoxb-{rng.randrange(10**10, 10**12)}-{rng.randrange(10**12, 10**13)}-"
+    return plant("slack_token", (f"xoxb-{rng.randrange(10**10, 10**12)}-{rng.randrange(10**12, 10**13)}-")
             + rand_str(rng, ALNUM, 24))
 
 
@@ -239,11 +369,11 @@ def jwt(rng):
     head = b64({"alg": "HS256", "typ": "JWT"})
     body = b64({"sub": f"user_{rng.randrange(1000, 99999)}", "name": f"{first} {last}",
                 "iat": 1740000000 + rng.randrange(5000000)})
-    return f"{head}.{body}.{rand_str(rng, B64URL, 43)}"
+    return plant("jwt", f"{head}.{body}.{rand_str(rng, B64URL, 43)}")
 
 
 def password(rng):
-    return (rng.choice(["Summer", "Winter", "Hunter", "Dragon", "Welcome", "Qwerty", "Falcon", "Monkey"])
+    return plant("password", (rng.choice(["Summer", "Winter", "Hunter", "Dragon", "Welcome", "Qwerty", "Falcon", "Monkey"]))
             + str(rng.randrange(10, 9999)) + rng.choice("!#$%&*?") + rand_str(rng, ALNUM, 3))
 
 
@@ -1172,7 +1302,7 @@ def debug_scenario(rng):
         ak, sk = aws_key(rng), aws_secret(rng)
         out = (f"E   psycopg2.OperationalError: connection to server at \"{host}\", port 5432 failed: Connection refused\n"
                f"---- captured environment ----\nDATABASE_URL=postgresql://app:{pw}@{host}:5432/orders\n"
-               f"AWS_ACCESS_KEY_ID={ak}\nAWS_SECRET_ACCESS_KEY={sk}\nSMTP_PASSWORD={password(rng)}\nPYTHONHASHSEED=0\n1 error in 0.9{rng.randrange(10)}s")
+               f"AWS_ACCESS_KEY_ID={ak}\nAWS_SECRET_ACCESS_KEY={sk}\nSMTP_PASSWORD={password(rng)}\n{env_secrets()}\nPYTHONHASHSEED=0\n1 error in 0.9{rng.randrange(10)}s")
         code = "engine = create_engine(os.environ['DATABASE_URL'])\n\n@pytest.fixture\ndef db():\n    with Session(engine) as s:\n        yield s"
         facts = {"cause": ["the tests run against a database host that is not reachable from the CI runner",
                            f"nothing listens on {host}:5432 from the CI network",
@@ -1246,6 +1376,8 @@ def review_scenario(rng):
         diff = (f"--- a/app/storage.py\n+++ b/app/storage.py\n@@ -3,6 +3,8 @@ import boto3\n"
                 f"+AWS_ACCESS_KEY_ID = \"{ak}\"\n+AWS_SECRET_ACCESS_KEY = \"{sk}\"\n"
                 f" def {fn}():\n-    s3 = boto3.client(\"s3\")\n+    s3 = boto3.client(\"s3\", aws_access_key_id=AWS_ACCESS_KEY_ID, aws_secret_access_key=AWS_SECRET_ACCESS_KEY)")
+        if _SRNG.random() < 0.5:
+            diff += f"\n+SERVICE_ACCOUNT_INFO = {gcp_service_account()}"
         issues = ["Hard-coded AWS credentials in the source. They are now in git history: rotate the key and read it from the environment or the instance role.",
                   "Passing keys explicitly bypasses the default credential chain, which already works in prod."]
         verdict = "Request changes"
@@ -1361,7 +1493,7 @@ MSG_BODIES = [
     "Delivery for {name} arrived, it's at the mailroom.",
     "{company} confirmed the meeting; agenda to follow.",
     "Happy birthday {first}! Cake at {time} on floor {floor}.",
-    "Wi-Fi password for guests changed; ask {first} at IT.",
+    "Wi-Fi password for guests changed to {wifi}; ask {first} at IT.",
     "Reminder to submit your timesheet by {date}.",
     "{name} left a voicemail from {phone}, please call back.",
     "The {team} offsite is booked for {date}.",
@@ -1412,6 +1544,9 @@ def msg_body(rng):
             v = rng.choice(["sales", "design", "finance", "support", "platform", "legal"])
         elif key == "quarter":
             v = rng.choice(["Q1", "Q2", "Q3", "Q4"])
+        elif key == "wifi":   # from the secrets stream: the main stream's draws stay as they were
+            v = plant("password_prose", _SRNG.choice(["Guest", "Lobby", "Visitor", "Cafe"]) + str(_SRNG.randrange(2024, 2027))
+                      + _SRNG.choice("!#&;") + srand(ALNUM, 4))
         elif key == "floor":
             v = str(rng.randrange(2, 12))
         else:
@@ -1442,6 +1577,8 @@ def cmd_http(rng):
     auth_txt = ""
     if auth == 1:
         tok = github_token(rng) if "github" in dom else openai_key(rng)
+        if "stripe" in dom:   # the main stream's draw stays, so the rest of the set is unchanged
+            tok = plant("stripe_key", _SRNG.choice(["sk_live_", "rk_live_"]) + srand(ALNUM, 24))
         headers = {"Authorization": f"Bearer {tok}"}
         auth_txt = f" Use bearer token {tok}."
     elif auth == 2:
@@ -1449,7 +1586,10 @@ def cmd_http(rng):
         headers = {"Authorization": f"Bearer {tok}"}
         auth_txt = f" Auth: Bearer {tok}"
     elif auth == 3:
-        key = slack_token(rng) if "slack" in dom else "key_" + rand_str(rng, ALNUM, 32)
+        key = slack_token(rng) if "slack" in dom else plant("api_key_prose", "key_" + rand_str(rng, ALNUM, 32))
+        if "slack" not in dom and _SRNG.random() < 0.5:   # a vendor's token instead (main draws unchanged)
+            kind, _, _, v = vendor_secret()
+            key = plant(kind, v)
         headers = {"X-API-Key": key}
         auth_txt = f" (API key {key})"
     bj = dumps(body) if body else ""
@@ -1562,7 +1702,10 @@ def ticket_desc(rng):
     if k == 0:
         return f"Customer {first} {last} ({email_of(rng, first, last)}) says card {card_number(rng)} was charged twice."
     if k == 6:
-        return f"Vendor portal login shared in chat (user={first.lower().translate(FOLD)}, password={password(rng)}); rotate it."
+        user_, pw = first.lower().translate(FOLD), password(rng)
+        if _SRNG.random() < 0.5:
+            return f"Vendor portal login shared in chat (user={user_}, password={pw}); rotate it."
+        return f"Vendor portal login shared in chat: user {user_}, and the password is {pw} — rotate it."
     if k == 1:
         return f"User pasted their SSN {ssn(rng)} in the support chat; please redact the transcript."
     if k == 2:
@@ -2510,6 +2653,7 @@ DEFECTS = [
 def pick_good(rng, want_tools):
     """Draw a Data-Flywheel record from the normal generators (for the bad file)."""
     while True:
+        _PENDING.clear()
         name = weighted(rng, [(t[0], t[5]) for t in TASKS])
         node, c = TASK_INDEX[name][3](rng)
         if want_tools and not c["calls"]:
@@ -2520,13 +2664,14 @@ def pick_good(rng, want_tools):
 def make_bad_file(out_dir, seed):
     rng = SeededRandom(seed + 1)
     ts = START_MS
-    entries = []   # (bytes line, defect key or None, description or None, label-or-None)
+    entries = []   # (bytes line, defect key or None, description or None, label-or-None, planted)
     for _ in range(BAD_GOOD_LINES):
         ts += rng.randrange(1000, 40000000)
         name, node, c = pick_good(rng, False)
         system = TASK_INDEX[name][1]
         rec = build_record(rng, ts, node, weighted(rng, NODE_MODELS[node]), weighted(rng, SYSTEM_CLIENTS[system]), c)
-        entries.append((dumps(rec).encode("utf-8"), None, None, (rec["response"]["id"], system, name)))
+        line = dumps(rec)
+        entries.append((line.encode("utf-8"), None, None, (rec["response"]["id"], system, name), take_planted(line)))
     for key, desc in DEFECTS:
         ts += rng.randrange(1000, 40000000)
         name, node, c = pick_good(rng, key.startswith("tool_args"))
@@ -2597,22 +2742,31 @@ def make_bad_file(out_dir, seed):
             line = repr(rec).encode()
         else:
             raise AssertionError(key)
-        entries.append((line, key, desc, None))
+        entries.append((line, key, desc, None, take_planted(line.decode("utf-8", "replace"))))
     # keep the first line good so a reader's format sniffing sees a real record
     head, rest = entries[0], entries[1:]
     rng.shuffle(rest)
     entries = [head] + rest
     path = os.path.join(out_dir, BAD_FILE)
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    labels, defects = [], []
+    labels, defects, planted = [], [], []
     with open(path, "wb") as f:
-        for i, (line, key, desc, lab) in enumerate(entries, 1):
+        for i, (line, key, desc, lab, pl) in enumerate(entries, 1):
             f.write(line + b"\n")
+            planted.extend((BAD_FILE, i, k, v) for k, v in pl)
             if lab:
                 labels.append({"response_id": lab[0], "system": lab[1], "task_type": lab[2], "file": BAD_FILE, "line": i})
             else:
                 defects.append((i, key, desc))
-    return labels, defects, len(entries)
+    return labels, defects, len(entries), planted
+
+
+def write_planted(out_dir, planted):
+    """planted.tsv: file, line, kind, value (a JSON string), one planted value per line, sorted."""
+    with open(os.path.join(out_dir, PLANTED_FILE), "w", encoding="utf-8", newline="\n") as f:
+        f.write("# file\tline\tkind\tvalue (JSON string): every PII value and secret planted in the logs; not a log\n")
+        for fn, line, kind, v in sorted(planted):
+            f.write(f"{fn}\t{line}\t{kind}\t{dumps(v)}\n")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -2716,6 +2870,17 @@ def write_readme(out_dir, seed, calls, counts, file_counts, defects, bad_lines, 
     a("secrets, `ghp_` GitHub tokens, `xoxb-` Slack tokens, JWTs, `password=` / `SMTP_PASSWORD=` assignments")
     a("and passwords inside connection strings. Where: notification bodies, ticket descriptions, lookup results,")
     a("HTTP auth headers, GUI form inputs (email, password, card), CI logs in debugging prompts, diffs under review.")
+    a("Captured CI environments also hold vendor tokens (Stripe, GitLab, npm, PyPI, Hugging Face, Anthropic, Groq,")
+    a("Replicate, SendGrid, Twilio, Mailgun, Shopify, DigitalOcean, Square, Telegram, Discord, Bitbucket, GitHub),")
+    a("under keyword names or neutral ones, Azure storage connection strings and SAS URLs, Mongo URLs and quoted")
+    a("passwords holding `;`, `&`, `#`, `%`, `@`, `?`; AWS diffs sometimes paste a GCP service-account key (PEM);")
+    a("API keys and passwords also appear in prose (\"(API key key_…)\", \"the password is …\", Wi-Fi passwords).")
+    a("These extra secrets come from their own seeded stream, so they change no other draw.")
+    a("")
+    a(f"`{PLANTED_FILE}` lists every planted value: file, line, kind, and the value as a JSON string (tab-separated,")
+    a("one per line; a value cut off by a truncated line is listed as far as the line holds it). It is not a log:")
+    a("collect's directory walk skips `.tsv`, and the scrubbing tests assert that none of these values, nor any")
+    a("8-character piece of one, survives `slmctl collect`.")
     a("")
     a("## Malformed lines")
     a("")
@@ -2736,7 +2901,11 @@ def write_readme(out_dir, seed, calls, counts, file_counts, defects, bad_lines, 
 # ----------------------------------------------------------------------------------------------
 
 def generate(out_dir, calls=DEFAULT_CALLS, seed=SEED, progress=False):
+    global _SRNG
     rng = SeededRandom(seed)
+    _SRNG = SeededRandom(seed + 2)
+    _PENDING.clear()
+    planted = []   # (file, line, kind, value)
     os.makedirs(out_dir, exist_ok=True)
     remaining = quotas(calls)
     names = [t[0] for t in TASKS]
@@ -2782,8 +2951,10 @@ def generate(out_dir, calls=DEFAULT_CALLS, seed=SEED, progress=False):
                 fn = SYSTEM_FILES[system]
                 rec = build_record(rng, ts, node, model, client, c)
                 rid_ = rec["response"]["id"]
-            files[fn].write(encode_record(rec) + "\n")
+            enc = encode_record(rec)
+            files[fn].write(enc + "\n")
             lines[fn] += 1
+            planted.extend((fn, lines[fn], k, v) for k, v in take_planted(enc))
             if rid_ is None:
                 rid_ = f"{FINETUNE_FILE}:{lines[fn]}"
             # == dumps({...}) for these plain ASCII values, without the encoder call
@@ -2793,7 +2964,9 @@ def generate(out_dir, calls=DEFAULT_CALLS, seed=SEED, progress=False):
             counts[n] += 1
             if progress and (i + 1) % 100000 == 0:
                 print(f"{i + 1} records", file=sys.stderr)
-        bad_labels, defects, bad_lines = make_bad_file(out_dir, seed)
+        bad_labels, defects, bad_lines, bad_planted = make_bad_file(out_dir, seed)
+        planted.extend(bad_planted)
+        write_planted(out_dir, planted)
         for lab in bad_labels:
             labels.write(dumps(lab) + "\n")
             lines[LABELS_FILE] += 1
