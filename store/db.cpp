@@ -140,14 +140,17 @@ stmt& stmt::bind(int idx, double v) {
     if (sqlite3_bind_double(st_, idx, v) != SQLITE_OK) fail("bind failed");
     return *this;
 }
+// A default-constructed view has no data pointer, which SQLite would bind as NULL: text is text.
+static const char* text_ptr(std::string_view v) { return v.data() ? v.data() : ""; }
+
 stmt& stmt::bind(int idx, std::string_view v) {
-    if (sqlite3_bind_text64(st_, idx, v.data(), v.size(), SQLITE_TRANSIENT, SQLITE_UTF8) != SQLITE_OK)
+    if (sqlite3_bind_text64(st_, idx, text_ptr(v), v.size(), SQLITE_TRANSIENT, SQLITE_UTF8) != SQLITE_OK)
         fail("bind failed");
     return *this;
 }
 stmt& stmt::bind_static(int idx, std::string_view v, bool empty_is_null) {
     if (empty_is_null && v.empty()) return bind_null(idx);
-    if (sqlite3_bind_text64(st_, idx, v.data(), v.size(), SQLITE_STATIC, SQLITE_UTF8) != SQLITE_OK)
+    if (sqlite3_bind_text64(st_, idx, text_ptr(v), v.size(), SQLITE_STATIC, SQLITE_UTF8) != SQLITE_OK)
         fail("bind failed");
     return *this;
 }

@@ -26,7 +26,8 @@ struct call_insert {
     std::string_view response_tool_calls, finish_reason;
     std::optional<double> latency_ms;
     std::optional<int64_t> prompt_tokens, completion_tokens;
-    std::string_view task_text, scrubbed, flags;
+    std::string_view task_text;
+    std::string_view scrubbed = "{}", flags = "[]";  ///< JSON
 };
 
 struct quarantine_insert {

@@ -230,7 +230,10 @@ TEST_CASE("SIGKILL: the row stays 'running', every reader sees 'interrupted', no
         auto d = store::db::open(path);
         store::run_scope run(d, "cluster", "{}");
         ok_run = run.id();
-        store::insert_cluster(d, ok_run, {.idx = 0, .label = "refund requests", .size = 0, .share = 1});
+        store::cluster_insert c;
+        c.label = "refund requests";
+        c.share = 1;
+        store::insert_cluster(d, ok_run, c);
         run.finish(R"({"calls":0,"k":1})");
     }
     pid_t pid = spawn_run(path, store::on_signal::exit, child_body::sleep);
