@@ -132,10 +132,19 @@ public:
     /// Base parameters (tied embeddings counted once; adapters not counted).
     int64_t n_params() const;
 
+    /// Attention through explicit matmul + softmax instead of scaled_dot_product_attention: the
+    /// reference path the fused one is tested against.
+    bool explicit_attention = false;
+
 private:
+    /// Which key slots a query may see: `allowed` (B|1, 1, T, S) bool, or plain causal.
+    struct attn_mask {
+        torch::Tensor allowed;
+        bool causal = false;
+    };
     torch::Tensor rope_cos_, rope_sin_;  // (context_length, D) rotate-half layout
     torch::Tensor attention(const llama_layer& L, int64_t layer, const torch::Tensor& x, const torch::Tensor& cos,
-                            const torch::Tensor& sin, const torch::Tensor& bias, kv_cache* cache) const;
+                            const torch::Tensor& sin, const attn_mask& mask, kv_cache* cache) const;
 };
 
 /// RMSNorm in float32, cast back: w * x / sqrt(mean(x^2) + eps).   (..., C) -> (..., C)

@@ -27,7 +27,7 @@ struct chat_message;  // model/chat-template.h
 
 /// How to load a checkpoint.
 struct load_options {
-    std::string dtype = "fp32";  ///< "fp32" or "bf16": weights and activations (bf16: CPU fast path)
+    std::string dtype = "auto";  ///< "auto" (model/dtype.h: measured per machine), "fp32" or "bf16"
     std::string device = "cpu";  ///< "cpu", "cuda", "cuda:N"
     bool tokenizer = true;       ///< also load the tokenizer and chat template (when the checkpoint has them)
 };
@@ -45,6 +45,7 @@ struct model_info {
     bool tied_embeddings = false, qkv_bias = false;
     std::map<std::string, int64_t> tensor_types;  ///< storage type in the file -> number of tensors
     std::string dtype, device;   ///< as loaded
+    nlohmann::json dtype_choice; ///< how dtype was chosen (model/dtype.h dtype_choice::to_json)
     std::string tokenizer_kind;  ///< "bpe (gpt2)", "spm", "llama2c", "none"
     std::string chat_format;     ///< chat template family ("chatml", "llama3", ...), "none" when there is none
     std::vector<std::pair<std::string, int32_t>> special_tokens;  ///< ("bos", 1), ("eos", 2), ...

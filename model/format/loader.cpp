@@ -12,6 +12,7 @@
 #include "model/format/gguf-reader.h"
 #include "model/llama.h"
 #include "model/format/llama2c.h"
+#include "model/dtype.h"
 #include "model/model.h"
 #include "model/format/safetensors.h"
 #include "model/tensor-names.h"
@@ -335,13 +336,20 @@ language_model::~language_model() = default;
 std::unique_ptr<language_model> load_model(const std::string& path, const load_options& opt) {
     const auto t0 = std::chrono::steady_clock::now();
     check_device(opt.device);
-    const auto dtype = parse_dtype(opt.dtype);
+    if (opt.dtype != "auto") (void)parse_dtype(opt.dtype);  // a bad name fails before any reading
     const torch::Device device(opt.device);
     std::unique_ptr<language_model> m(new language_model());
     auto& info = m->info_;
     info.path = path;
-    info.dtype = dtype_name(dtype);
     info.device = opt.device;
+    torch::ScalarType dtype = torch::kFloat32;
+    // `auto` needs the model's shapes: resolved once the config is read, before any weight is cast
+    auto pick_dtype = [&](const llama_config& c) {
+        const auto ch = choose_dtype(opt.dtype, opt.device, {c.dim, (c.n_heads + 2 * c.n_kv_heads) * c.head_dim, c.ffn_dim});
+        dtype = parse_dtype(ch.choice);
+        info.dtype = ch.choice;
+        info.dtype_choice = ch.to_json();
+    };
 
     std::error_code ec;
     if (fs::is_directory(path, ec)) {
@@ -355,6 +363,7 @@ std::unique_ptr<language_model> load_model(const std::string& path, const load_o
         const auto cfg = hf_config(read_json_file(cfg_path), cfg_path);
         safetensors_set st(path);
         auto w = hf_reader(st, path, info);
+        pick_dtype(cfg);
         w.dtype = dtype, w.device = device;
         m->decoder_ = w.build(cfg);
         fill_info_from_config(info, cfg);
@@ -371,6 +380,7 @@ std::unique_ptr<language_model> load_model(const std::string& path, const load_o
         info.name = g.get_string("general.name", fs::path(path).stem().string());
         const auto cfg = gguf_config(g);
         auto w = gguf_weights(g, cfg, info);
+        pick_dtype(cfg);
         w.dtype = dtype, w.device = device;
         m->decoder_ = w.build(cfg);
         fill_info_from_config(info, cfg);
@@ -379,6 +389,7 @@ std::unique_ptr<language_model> load_model(const std::string& path, const load_o
         info.format = source_format::llama2c;
         info.name = fs::path(path).stem().string();
         auto dec = load_llama2c(path);
+        pick_dtype(dec->config);
         dec->to(dtype, device);
         fill_info_from_config(info, dec->config);
         info.tensor_types["F32"] = 9 * dec->config.n_layers + 2 + (dec->config.tied_embeddings ? 0 : 1);

@@ -249,7 +249,7 @@ torch::Tensor apply_rope(const torch::Tensor& x, const torch::Tensor& cos, const
 }  // namespace
 
 torch::Tensor llama_model::attention(const llama_layer& L, int64_t layer, const torch::Tensor& x,
-                                     const torch::Tensor& cos, const torch::Tensor& sin, const torch::Tensor& bias,
+                                     const torch::Tensor& cos, const torch::Tensor& sin, const attn_mask& mask,
                                      kv_cache* cache) const {
     const auto& c = config;
     const int64_t B = x.size(0), T = x.size(1), H = c.n_heads, K = c.n_kv_heads, D = c.head_dim, R = H / K;
@@ -281,14 +281,32 @@ torch::Tensor llama_model::attention(const llama_layer& L, int64_t layer, const 
         values = cache->v[layer].narrow(2, 0, past + T);
     }
     const int64_t S = keys.size(2);
-    // grouped-query attention without repeating K/V: the R query heads of one kv head become rows
-    auto qg = q.to(torch::kFloat32).contiguous().view({B, K, R * T, D});         // (B, K, R*T, D)
-    auto att = torch::matmul(qg, keys.transpose(-2, -1)) * (1.0 / std::sqrt(double(D)));  // (B, K, R*T, S)
-    att = att.view({B, K, R, T, S});
-    if (bias.defined()) att = att + bias;                                         // bias (B, 1, 1, T, S)
-    att = torch::softmax(att, -1).view({B, K, R * T, S});
-    auto y = torch::matmul(att, values);                                          // (B, K, R*T, D)
-    y = y.view({B, H, T, D}).transpose(1, 2).reshape({B, T, H * D}).to(x.scalar_type());  // (B, T, H*D)
+    torch::Tensor y;  // (B, H, T, D) float32
+    if (explicit_attention) {
+        // reference path: grouped-query attention without repeating K/V, the R query heads of one
+        // kv head as rows; bias is additive, -inf where `allowed` is false
+        auto qg = q.to(torch::kFloat32).contiguous().view({B, K, R * T, D});         // (B, K, R*T, D)
+        auto att = torch::matmul(qg, keys.transpose(-2, -1)) * (1.0 / std::sqrt(double(D)));  // (B, K, R*T, S)
+        att = att.view({B, K, R, T, S});
+        if (mask.allowed.defined() || mask.causal) {
+            auto allowed = mask.allowed.defined() ? mask.allowed
+                                                  : torch::ones({T, S}, torch::TensorOptions().dtype(torch::kBool)
+                                                                            .device(x.device())).tril(S - T).view({1, 1, T, S});
+            auto bias = torch::zeros(allowed.sizes(), torch::TensorOptions().dtype(torch::kFloat32).device(x.device()))
+                            .masked_fill(allowed.logical_not(), -std::numeric_limits<float>::infinity());  // (B|1, 1, T, S)
+            att = att + bias.unsqueeze(1);                                            // (B|1, 1, 1, T, S)
+        }
+        att = torch::softmax(att, -1).view({B, K, R * T, S});
+        y = torch::matmul(att, values).view({B, H, T, D});                            // (B, H, T, D)
+    } else {
+        // fused attention (flash kernel on CPU and CUDA where the shapes allow), GQA without a copy
+        y = at::scaled_dot_product_attention(q.to(torch::kFloat32), keys, values,
+                                             mask.allowed.defined() ? std::optional<torch::Tensor>(mask.allowed)
+                                                                    : std::nullopt,
+                                             /*dropout_p=*/0.0, /*is_causal=*/mask.causal && !mask.allowed.defined(),
+                                             /*scale=*/std::nullopt, /*enable_gqa=*/K != H);  // (B, H, T, D)
+    }
+    y = y.transpose(1, 2).reshape({B, T, H * D}).to(x.scalar_type());                 // (B, T, H*D)
     return L.wo.forward(y);                                                       // (B, T, C)
 }
 
@@ -313,10 +331,10 @@ torch::Tensor llama_model::forward(const forward_args& a) const {
     auto cos = rope_cos_.index_select(0, pos_flat).view({B, 1, T, c.head_dim}).to(dtype());  // (B, 1, T, D)
     auto sin = rope_sin_.index_select(0, pos_flat).view({B, 1, T, c.head_dim}).to(dtype());
 
-    // additive attention bias (B, 1, 1, T, S): causal, padding slots masked; a query always sees
-    // its own slot so that padding rows stay finite
-    torch::Tensor bias;
-    if (T > 1 || a.key_valid.defined()) {
+    // which key slots each query sees: causal, padding slots masked; a query always sees its own
+    // slot so that padding rows stay finite. Plain causal (no cache, no padding) needs no tensor.
+    attn_mask mask;
+    if (a.key_valid.defined() || (T > 1 && past > 0)) {
         auto iopt = torch::TensorOptions().dtype(torch::kInt64).device(dev);
         auto qslot = torch::arange(past, S, iopt).view({T, 1});  // (T, 1)
         auto kslot = torch::arange(0, S, iopt).view({1, S});     // (1, S)
@@ -326,15 +344,15 @@ torch::Tensor llama_model::forward(const forward_args& a) const {
             allowed = allowed.logical_and(a.key_valid.narrow(1, 0, S).unsqueeze(1));  // (B, T, S)
         }
         allowed = allowed.logical_or((kslot == qslot).unsqueeze(0));
-        bias = torch::zeros(allowed.sizes(), torch::TensorOptions().dtype(torch::kFloat32).device(dev))
-                   .masked_fill(allowed.logical_not(), -std::numeric_limits<float>::infinity())
-                   .view({allowed.size(0), 1, 1, T, S});
+        mask.allowed = allowed.unsqueeze(1);  // (B|1, 1, T, S)
+    } else {
+        mask.causal = T > 1;  // T == 1 after a full cache: every slot is visible
     }
 
     auto x = torch::embedding(tok_embd, a.tokens);  // (B, T, C)
     for (size_t l = 0; l < layers.size(); ++l) {
         const auto& L = layers[l];
-        auto h = x + attention(L, static_cast<int64_t>(l), rms_norm(x, L.attn_norm, c.rms_eps), cos, sin, bias, a.cache);
+        auto h = x + attention(L, static_cast<int64_t>(l), rms_norm(x, L.attn_norm, c.rms_eps), cos, sin, mask, a.cache);
         auto m = rms_norm(h, L.ffn_norm, c.rms_eps);  // (B, T, C)
         torch::Tensor gate, up;  // (B, T, F)
         if (L.gate_up_weight.defined() && !L.w_gate.has_lora() && !L.w_up.has_lora()) {

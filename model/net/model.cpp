@@ -36,6 +36,7 @@ nlohmann::json model_info::to_json() const {
         {"qkv_bias", qkv_bias},
         {"tensor_types", tensor_types},
         {"dtype", dtype},
+        {"dtype_choice", dtype_choice},
         {"device", device},
         {"tokenizer", tokenizer_kind},
         {"chat_template", chat_format},
