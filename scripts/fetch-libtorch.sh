@@ -25,7 +25,7 @@ want_cuda=0
 cache=${SLMCTL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/slmctl}
 prefix="$cache/libtorch-$version"
 stamp_cpu="$prefix/.complete-cpu-$layout"
-stamp_cuda="$prefix/.complete-cuda"
+stamp_cuda="$prefix/.complete-cuda-$layout"
 if [[ -f "$stamp_cpu" && ( $want_cuda -eq 0 || -f "$stamp_cuda" ) ]]; then
   echo "$prefix"
   exit 0
@@ -103,7 +103,7 @@ if [[ $want_cuda -eq 1 && ! -f "$stamp_cuda" ]]; then
   python3 - "$cache/wheels/$wfile" "$prefix" <<'EOF'
 import sys, zipfile, os
 whl, out = sys.argv[1], sys.argv[2]
-want = ("libtorch_cuda", "libc10_cuda", "libcaffe2_nvrtc")
+want = ("libtorch_cuda", "libc10_cuda", "libcaffe2_nvrtc", "libtorch_nvshmem")
 with zipfile.ZipFile(whl) as z:
     for m in z.infolist():
         n = m.filename
