@@ -16,6 +16,7 @@
 #include "clustering/sampling.h"
 #include "clustering/text-features.h"
 #include "common/common.h"
+#include "common/timing.h"
 
 namespace slm::clustering {
 
@@ -285,9 +286,8 @@ std::unique_ptr<embedder> fit_tfidf(const std::vector<std::string_view>& docs, c
 
     auto t0 = std::chrono::steady_clock::now();
     auto lap = [&](const char* what) {
-        auto t = std::chrono::steady_clock::now();
-        log_debug("tfidf {}: {:.3f} s", what, std::chrono::duration<double>(t - t0).count());
-        t0 = t;
+        log_debug("tfidf {}: {:.3f} s", what, seconds_since(t0));
+        t0 = std::chrono::steady_clock::now();
     };
 
     // 1. document frequency per bucket, one private table per thread (stamp = last doc seen)

@@ -5,6 +5,8 @@
 #include <charconv>
 #include <cstring>
 
+#include "common/text.h"
+
 #if defined(__AVX2__)
 #include <immintrin.h>
 #endif
@@ -51,47 +53,6 @@ inline const char* skip_plain(const char* p, const char* end) {
     return end;
 }
 
-// First byte needing a JSON escape ('"', '\\', < 0x20); end if none.
-inline const char* find_escapable(const char* p, const char* end) {
-#if defined(__AVX2__)
-    const __m256i quote = _mm256_set1_epi8('"'), bslash = _mm256_set1_epi8('\\');
-    const __m256i lim = _mm256_set1_epi8(0x1f);
-    while (end - p >= 32) {
-        __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
-        // unsigned v <= 0x1f  <=>  min(v, 0x1f) == v
-        __m256i ctl = _mm256_cmpeq_epi8(_mm256_min_epu8(v, lim), v);
-        __m256i m = _mm256_or_si256(_mm256_or_si256(_mm256_cmpeq_epi8(v, quote), _mm256_cmpeq_epi8(v, bslash)), ctl);
-        uint32_t mask = static_cast<uint32_t>(_mm256_movemask_epi8(m));
-        if (mask) return p + __builtin_ctz(mask);
-        p += 32;
-    }
-#endif
-    while (p < end) {
-        unsigned char c = static_cast<unsigned char>(*p);
-        if (c == '"' || c == '\\' || c < 0x20) return p;
-        ++p;
-    }
-    return end;
-}
-
-void append_utf8(std::string& out, uint32_t cp) {
-    if (cp < 0x80) {
-        out.push_back(static_cast<char>(cp));
-    } else if (cp < 0x800) {
-        out.push_back(static_cast<char>(0xC0 | (cp >> 6)));
-        out.push_back(static_cast<char>(0x80 | (cp & 0x3F)));
-    } else if (cp < 0x10000) {
-        out.push_back(static_cast<char>(0xE0 | (cp >> 12)));
-        out.push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3F)));
-        out.push_back(static_cast<char>(0x80 | (cp & 0x3F)));
-    } else {
-        out.push_back(static_cast<char>(0xF0 | (cp >> 18)));
-        out.push_back(static_cast<char>(0x80 | ((cp >> 12) & 0x3F)));
-        out.push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3F)));
-        out.push_back(static_cast<char>(0x80 | (cp & 0x3F)));
-    }
-}
-
 uint32_t read_hex4(const char* p) {
     uint32_t v = 0;
     for (int i = 0; i < 4; ++i) v = (v << 4) | static_cast<uint32_t>(hex_val(static_cast<unsigned char>(p[i])));
@@ -99,42 +60,6 @@ uint32_t read_hex4(const char* p) {
 }
 
 }  // namespace
-
-int utf8_seq_len(const unsigned char* p, const unsigned char* end) {
-    unsigned char c = p[0];
-    if (c < 0x80) return 1;
-    auto cont = [&](int i) { return p + i < end && (p[i] & 0xC0) == 0x80; };
-    if (c < 0xC2) return 0;
-    if (c < 0xE0) return cont(1) ? 2 : 0;
-    if (c < 0xF0) {
-        if (!cont(1) || !cont(2)) return 0;
-        if (c == 0xE0 && p[1] < 0xA0) return 0;  // overlong
-        if (c == 0xED && p[1] >= 0xA0) return 0;  // UTF-16 surrogate
-        return 3;
-    }
-    if (c < 0xF5) {
-        if (!cont(1) || !cont(2) || !cont(3)) return 0;
-        if (c == 0xF0 && p[1] < 0x90) return 0;  // overlong
-        if (c == 0xF4 && p[1] >= 0x90) return 0;  // > U+10FFFF
-        return 4;
-    }
-    return 0;
-}
-
-bool valid_utf8(std::string_view s) {
-    auto p = reinterpret_cast<const unsigned char*>(s.data());
-    auto end = p + s.size();
-    while (p < end) {
-        if (*p < 0x80) {
-            ++p;
-            continue;
-        }
-        int l = utf8_seq_len(p, end);
-        if (!l) return false;
-        p += l;
-    }
-    return true;
-}
 
 bool document::fail(const char* p, const char* what, bool at_end, bool bad_utf8) {
     err_.offset = static_cast<size_t>(p - begin_);
@@ -401,34 +326,6 @@ bool to_int(const node& n, int64_t& out) {
     return static_cast<double>(out) == d;
 }
 
-bool needs_no_escape(std::string_view s) { return find_escapable(s.data(), s.data() + s.size()) == s.data() + s.size(); }
-
-void escape_into(std::string& out, std::string_view s) {
-    const char* p = s.data();
-    const char* end = p + s.size();
-    while (p < end) {
-        const char* q = find_escapable(p, end);
-        out.append(p, q);
-        if (q >= end) break;
-        unsigned char c = static_cast<unsigned char>(*q);
-        switch (c) {
-        case '"': out += "\\\""; break;
-        case '\\': out += "\\\\"; break;
-        case '\n': out += "\\n"; break;
-        case '\r': out += "\\r"; break;
-        case '\t': out += "\\t"; break;
-        case '\b': out += "\\b"; break;
-        case '\f': out += "\\f"; break;
-        default: {
-            static const char hex[] = "0123456789abcdef";
-            char buf[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
-            out.append(buf, 6);
-        }
-        }
-        p = q + 1;
-    }
-}
-
 static void write_node(const document& d, uint32_t i, std::string& out, std::string& scratch) {
     const node& n = d.at(i);
     switch (n.k) {
@@ -438,7 +335,7 @@ static void write_node(const document& d, uint32_t i, std::string& out, std::str
     case kind::string:
         out.push_back('"');
         if (n.escaped)
-            escape_into(out, str(n, scratch));
+            json_escape_into(out, str(n, scratch));
         else
             out.append(n.p, n.n);
         out.push_back('"');

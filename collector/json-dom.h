@@ -95,16 +95,6 @@ inline std::string_view num(const node& n) { return {n.p, n.n}; }
 bool to_double(const node& n, double& out);
 bool to_int(const node& n, int64_t& out);
 
-/// Appends `s` JSON-escaped (without quotes). `s` must be valid UTF-8.
-void escape_into(std::string& out, std::string_view s);
-/// True when every byte of `s` may appear unescaped inside a JSON string.
-bool needs_no_escape(std::string_view s);
-
-/// Length of the valid UTF-8 sequence at p (1..4), or 0 when invalid. `end` bounds the read.
-int utf8_seq_len(const unsigned char* p, const unsigned char* end);
-/// True when all of `s` is valid UTF-8.
-bool valid_utf8(std::string_view s);
-
 /// Compact serialization of a subtree, strings re-escaped canonically (no scrubbing).
 void write_compact(const document& d, const node& n, std::string& out);
 

@@ -60,17 +60,7 @@ int num_threads() {
     return n > 0 ? n : available_cores();
 }
 
-std::string utc_now_iso() {
-    using namespace std::chrono;
-    auto now = system_clock::now();
-    std::time_t t = system_clock::to_time_t(now);
-    auto ms = duration_cast<milliseconds>(now.time_since_epoch()).count() % 1000;
-    std::tm tm{};
-    gmtime_r(&t, &tm);
-    char buf[32];
-    std::strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%S", &tm);
-    return fmt::format("{}.{:03d}Z", buf, static_cast<int>(ms));
-}
+// utc_now_iso() is in timing.cpp, beside the epoch formatting it shares
 
 std::string human_bytes(uint64_t n) {
     const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};

@@ -2,13 +2,8 @@
 // Untrusted input: every read goes through a cursor that checks the remaining bytes first.
 #include "model/format/gguf-reader.h"
 
-#include <fcntl.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
-
-#include <cerrno>
 #include <cstring>
+#include <fstream>
 #include <limits>
 
 #include <fmt/ranges.h>
@@ -227,35 +222,17 @@ std::string gguf_value::to_string(size_t max_items) const {
 
 // ---- reader ------------------------------------------------------------------------------
 
-gguf_reader::gguf_reader(const std::string& path) : path_(path) {
-    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        throw user_error(fmt::format("cannot open model file {}: {}", path, std::strerror(errno)),
-                         "check the path; models are fetched by scripts/fetch-models.sh (`make test` runs it)");
-    struct stat st{};
-    if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-        ::close(fd);
-        throw user_error(fmt::format("{} is not a regular file", path), "pass the path of a .gguf file");
-    }
-    size_ = static_cast<uint64_t>(st.st_size);
-    if (size_ > 0) {
-        void* m = ::mmap(nullptr, static_cast<size_t>(size_), PROT_READ, MAP_PRIVATE, fd, 0);
-        if (m == MAP_FAILED) {
-            const int err = errno;
-            ::close(fd);
-            throw user_error(fmt::format("cannot map {} ({}): {}", path, human_bytes(size_), std::strerror(err)),
-                             "check free memory/address space and that the file is readable");
-        }
-        map_ = m;
-        base_ = static_cast<const uint8_t*>(m);
-    }
-    ::close(fd);  // the mapping keeps the file alive
-    try {
-        parse();
-    } catch (...) {
-        release();
-        throw;
-    }
+bool is_gguf_file(const std::string& path) {
+    std::ifstream f(path, std::ios::binary);
+    char m[4] = {};
+    return f.read(m, 4) && std::memcmp(m, "GGUF", 4) == 0;
+}
+
+gguf_reader::gguf_reader(const std::string& path)
+    : path_(path), file_(path, "check the path; models are fetched by scripts/fetch-models.sh (`make test` runs it)") {
+    base_ = file_.data();
+    size_ = file_.size();
+    parse();  // on a throw, file_ unmaps itself
 }
 
 gguf_reader::gguf_reader(const void* data, size_t size, std::string name)
@@ -266,8 +243,7 @@ gguf_reader::gguf_reader(const void* data, size_t size, std::string name)
 gguf_reader::~gguf_reader() { release(); }
 
 void gguf_reader::release() noexcept {
-    if (map_) ::munmap(map_, static_cast<size_t>(size_));
-    map_ = nullptr;
+    file_.reset();
     base_ = nullptr;
 }
 
@@ -279,7 +255,7 @@ gguf_reader& gguf_reader::operator=(gguf_reader&& o) noexcept {
     path_ = std::move(o.path_);
     base_ = o.base_;
     size_ = o.size_;
-    map_ = o.map_;
+    file_ = std::move(o.file_);
     version_ = o.version_;
     alignment_ = o.alignment_;
     data_offset_ = o.data_offset_;
@@ -287,7 +263,6 @@ gguf_reader& gguf_reader::operator=(gguf_reader&& o) noexcept {
     kv_index_ = std::move(o.kv_index_);
     tensors_ = std::move(o.tensors_);
     tensor_index_ = std::move(o.tensor_index_);
-    o.map_ = nullptr;
     o.base_ = nullptr;
     o.size_ = 0;
     return *this;

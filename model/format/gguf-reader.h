@@ -7,6 +7,7 @@
 #include <map>
 #include <vector>
 
+#include "common/mmap-file.h"
 #include "model/format/dequant.h"
 
 namespace slm::model {
@@ -54,6 +55,9 @@ struct gguf_tensor {
     uint64_t n_bytes = 0;
     const void* data = nullptr; ///< inside the mapping, valid while the reader lives
 };
+
+/// True when `path` is a readable file that starts with the GGUF magic.
+bool is_gguf_file(const std::string& path);
 
 class gguf_reader {
 public:
@@ -121,7 +125,7 @@ private:
     std::string path_;
     const uint8_t* base_ = nullptr;
     uint64_t size_ = 0;
-    void* map_ = nullptr;        ///< non-null when we own an mmap
+    mapped_file file_;           ///< the mapping we own (empty for a caller's buffer)
     uint32_t version_ = 0;
     uint64_t alignment_ = 32;
     uint64_t data_offset_ = 0;

@@ -2,11 +2,6 @@
 // dtype, shape and [begin, end) byte range in the data section, then the data. Untrusted input.
 #include "model/format/safetensors.h"
 
-#include <fcntl.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
-
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
@@ -38,36 +33,11 @@ int64_t st_dtype_size(std::string_view d) {
     return 0;
 }
 
-safetensors_file::safetensors_file(const std::string& path) : path_(path) {
-    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        throw user_error(fmt::format("cannot open {}: {}", path, std::strerror(errno)),
-                         "check the path; an HF model directory holds config.json and *.safetensors");
-    struct stat st {};
-    if (::fstat(fd, &st) != 0) {
-        const int e = errno;
-        ::close(fd);
-        throw user_error(fmt::format("cannot stat {}: {}", path, std::strerror(e)));
-    }
-    size_ = static_cast<uint64_t>(st.st_size);
-    if (size_ > 0) {
-        void* m = ::mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, fd, 0);
-        if (m == MAP_FAILED) {
-            const int e = errno;
-            ::close(fd);
-            throw user_error(fmt::format("cannot map {}: {}", path, std::strerror(e)));
-        }
-        map_ = m;
-        base_ = static_cast<const uint8_t*>(m);
-    }
-    ::close(fd);
-    try {
-        parse();
-    } catch (...) {
-        if (map_) ::munmap(map_, size_);
-        map_ = nullptr;
-        throw;
-    }
+safetensors_file::safetensors_file(const std::string& path)
+    : path_(path), file_(path, "check the path; an HF model directory holds config.json and *.safetensors") {
+    base_ = file_.data();
+    size_ = file_.size();
+    parse();  // on a throw, file_ unmaps itself
 }
 
 safetensors_file::safetensors_file(const void* data, size_t size, std::string name)
@@ -75,9 +45,7 @@ safetensors_file::safetensors_file(const void* data, size_t size, std::string na
     parse();
 }
 
-safetensors_file::~safetensors_file() {
-    if (map_) ::munmap(map_, size_);
-}
+safetensors_file::~safetensors_file() = default;
 
 const st_tensor* safetensors_file::find(std::string_view name) const {
     auto it = index_.find(name);

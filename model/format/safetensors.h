@@ -8,6 +8,8 @@
 #include <string_view>
 #include <vector>
 
+#include "common/mmap-file.h"
+
 namespace slm::model {
 
 /// One tensor entry of a safetensors header, with its bytes inside the mapping.
@@ -47,7 +49,7 @@ private:
     std::string path_;
     const uint8_t* base_ = nullptr;
     uint64_t size_ = 0;
-    void* map_ = nullptr;
+    mapped_file file_;  ///< the mapping we own (empty for a caller's buffer)
     std::vector<st_tensor> tensors_;
     std::map<std::string, size_t, std::less<>> index_;
     std::map<std::string, std::string> metadata_;

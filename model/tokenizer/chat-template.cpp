@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/common.h"
+#include "common/text.h"
 #include "model/tokenizer.h"
 
 namespace slm::model {
@@ -36,7 +37,7 @@ void py_json(const ojson& v, std::string& out, int indent = 0, int depth = 0) {
                 if (!first) out += item_sep;
                 first = false;
                 newline(depth + 1);
-                py_json(ojson(it.key()), out);
+                out += json_quoted(it.key());
                 out += ": ";
                 py_json(it.value(), out, indent, depth + 1);
             }
@@ -63,20 +64,7 @@ void py_json(const ojson& v, std::string& out, int indent = 0, int depth = 0) {
         }
         case ojson::value_t::string: {
             out += '"';
-            for (unsigned char c : v.get_ref<const std::string&>()) {
-                switch (c) {
-                    case '"': out += "\\\""; break;
-                    case '\\': out += "\\\\"; break;
-                    case '\n': out += "\\n"; break;
-                    case '\r': out += "\\r"; break;
-                    case '\t': out += "\\t"; break;
-                    case '\b': out += "\\b"; break;
-                    case '\f': out += "\\f"; break;
-                    default:
-                        if (c < 0x20) out += fmt::format("\\u{:04x}", c);
-                        else out += static_cast<char>(c);
-                }
-            }
+            json_escape_into(out, v.get_ref<const std::string&>());  // ensure_ascii=False
             out += '"';
             return;
         }

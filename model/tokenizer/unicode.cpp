@@ -322,33 +322,6 @@ uint32_t decode_utf8(std::string_view s, size_t pos, size_t& len) {
     return cp;
 }
 
-void append_utf8(std::string& out, uint32_t cp) {
-    if (cp < 0x80) {
-        out += static_cast<char>(cp);
-    } else if (cp < 0x800) {
-        out += static_cast<char>(0xC0 | (cp >> 6));
-        out += static_cast<char>(0x80 | (cp & 0x3F));
-    } else if (cp < 0x10000) {
-        out += static_cast<char>(0xE0 | (cp >> 12));
-        out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
-        out += static_cast<char>(0x80 | (cp & 0x3F));
-    } else {
-        out += static_cast<char>(0xF0 | (cp >> 18));
-        out += static_cast<char>(0x80 | ((cp >> 12) & 0x3F));
-        out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
-        out += static_cast<char>(0x80 | (cp & 0x3F));
-    }
-}
-
-bool is_valid_utf8(std::string_view s) {
-    for (size_t i = 0; i < s.size();) {
-        size_t len;
-        if (decode_utf8(s, i, len) == invalid_cpt) return false;
-        i += len;
-    }
-    return true;
-}
-
 const std::string& byte_to_text(uint8_t b) { return bytes().text[b]; }
 
 int text_cpt_to_byte(uint32_t cp) { return cp < 512 ? bytes().back[cp] : -1; }

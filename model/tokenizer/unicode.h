@@ -5,6 +5,8 @@
 #include <string>
 #include <string_view>
 
+#include "common/text.h"  // append_utf8, valid_utf8
+
 namespace slm::model::unicode {
 
 /// Codepoint class bits: general category major class, plus the White_Space property.
@@ -30,10 +32,6 @@ constexpr uint32_t invalid_cpt = 0xFFFFFFFFu;
 /// Decodes the codepoint starting at s[pos]; sets `len` to its byte length (1 for an invalid
 /// byte, which yields invalid_cpt). Rejects overlong forms, surrogates and values > 0x10FFFF.
 uint32_t decode_utf8(std::string_view s, size_t pos, size_t& len);
-/// Appends the UTF-8 encoding of `cp` (must be <= 0x10FFFF).
-void append_utf8(std::string& out, uint32_t cp);
-/// Whether `s` is entirely valid UTF-8.
-bool is_valid_utf8(std::string_view s);
 
 /// GPT-2 byte-level map: each byte 0..255 -> a printable codepoint (its UTF-8 text), and back.
 const std::string& byte_to_text(uint8_t b);

@@ -73,18 +73,18 @@ void append_folded(std::string& out, uint32_t cp) {
     }
     if (cp >= 0xAC00 && cp <= 0xD7A3) {  // Hangul syllable -> L V [T] jamo (Unicode ch. 3.12)
         const uint32_t s = cp - 0xAC00;
-        unicode::append_utf8(out, 0x1100 + s / 588);
-        unicode::append_utf8(out, 0x1161 + (s % 588) / 28);
-        if (s % 28) unicode::append_utf8(out, 0x11A7 + s % 28);
+        append_utf8(out, 0x1100 + s / 588);
+        append_utf8(out, 0x1161 + (s % 588) / 28);
+        if (s % 28) append_utf8(out, 0x11A7 + s % 28);
         return;
     }
     if (in_ranges(nonspacing_ranges(), cp)) return;
     if (const auto* f = find_cp(fold1_table(), cp))
-        unicode::append_utf8(out, f->to);
+        append_utf8(out, f->to);
     else if (const auto* f = find_cp(foldn_table(), cp))
         out += f->to;
     else
-        unicode::append_utf8(out, cp);
+        append_utf8(out, cp);
 }
 
 struct string_hash {
@@ -215,7 +215,7 @@ std::string wordpiece_tokenizer::normalize(std::string_view text) const {
         if (p.lowercase)  // with strip_accents (checked at load)
             append_folded(out, cp);
         else
-            unicode::append_utf8(out, cp);
+            append_utf8(out, cp);
         if (cjk) out.push_back(' ');
     }
     return out;
