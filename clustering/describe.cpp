@@ -1,7 +1,6 @@
 // What a cluster is: c-TF-IDF label terms, workloads, response kinds, token lengths, how alike
 // its responses are, and the SLM-suitability score with the reasons behind it.
 #include <algorithm>
-#include <cctype>
 #include <cmath>
 #include <numeric>
 #include <random>
@@ -10,6 +9,8 @@
 #include "clustering/clustering.h"
 #include "clustering/text-features.h"
 #include "common/common.h"
+#include "common/response-kind.h"
+#include "common/text.h"
 
 namespace slm::clustering {
 
@@ -18,15 +19,6 @@ using namespace detail;
 namespace {
 
 constexpr int k_response_bits = 18;
-
-std::string_view trim(std::string_view s) {
-    size_t b = 0, e = s.size();
-    while (b < e && std::isspace(static_cast<unsigned char>(s[b]))) ++b;
-    while (e > b && std::isspace(static_cast<unsigned char>(s[e - 1]))) --e;
-    return s.substr(b, e - b);
-}
-
-bool starts_with(std::string_view s, std::string_view p) { return s.substr(0, p.size()) == p; }
 
 /// The shape of a JSON value: keys, nesting, value types; short strings (enum-like values such as
 /// a route or a priority) kept, long strings and numbers as placeholders.
@@ -63,7 +55,7 @@ void skeleton(const nlohmann::json& j, std::string& out, int depth = 0) {
 /// rest the text.
 std::string response_doc(const call_sample& c) {
     std::string doc;
-    auto tc = trim(c.response_tool_calls);
+    auto tc = trim_space(c.response_tool_calls);
     if (!tc.empty() && tc != "[]" && tc != "null") {
         auto j = nlohmann::json::parse(tc, nullptr, false);
         if (j.is_array()) {
@@ -74,11 +66,11 @@ std::string response_doc(const call_sample& c) {
                 if (call.contains("arguments")) skeleton(call["arguments"], doc);
             }
         } else {
-            doc += std::string(tc.substr(0, 4000));
+            doc += utf8_cut(tc, 4000);
         }
         doc += "\n";
     }
-    auto t = trim(c.response_text);
+    auto t = trim_space(c.response_text);
     if (!t.empty() && (t[0] == '{' || t[0] == '[')) {
         auto j = nlohmann::json::parse(t, nullptr, false);
         if (!j.is_discarded()) {
@@ -86,7 +78,7 @@ std::string response_doc(const call_sample& c) {
             return doc;
         }
     }
-    doc += std::string(t.substr(0, 4000));
+    doc += utf8_cut(t, 4000);
     return doc;
 }
 
@@ -119,48 +111,15 @@ const char* to_string(response_kind k) {
     return "?";
 }
 
+// common/response-kind.h decides, as collect and eval do; an empty response counts as prose here
 response_kind classify_response(const std::string& text, const std::string& tool_calls_json) {
-    {
-        auto t = trim(tool_calls_json);
-        if (!t.empty() && t != "[]" && t != "null") return response_kind::tool_call;
+    switch (slm::classify_response(text, tool_calls_json)) {
+        case slm::response_kind::tool_call: return response_kind::tool_call;
+        case slm::response_kind::json: return response_kind::json;
+        case slm::response_kind::code: return response_kind::code;
+        case slm::response_kind::prose:
+        case slm::response_kind::empty: return response_kind::prose;
     }
-    auto t = trim(text);
-    // a response that is one fenced block: look inside (```json {...}``` is JSON)
-    if (starts_with(t, "```") && t.size() >= 6 && t.substr(t.size() - 3) == "```") {
-        auto nl = t.find('\n');
-        if (nl != std::string_view::npos) {
-            auto lang = trim(t.substr(3, nl - 3));
-            auto body = trim(t.substr(nl + 1, t.size() - 3 - nl - 1));
-            if ((lang.empty() || lang == "json") && !body.empty() && (body[0] == '{' || body[0] == '[') &&
-                nlohmann::json::accept(body))
-                return response_kind::json;
-            return response_kind::code;
-        }
-    }
-    if (!t.empty() && (t[0] == '{' || t[0] == '[') && nlohmann::json::accept(t)) return response_kind::json;
-    if (t.find("```") != std::string_view::npos) return response_kind::code;
-    // unfenced code: most non-empty lines look like statements
-    int lines = 0, codeish = 0;
-    size_t pos = 0;
-    while (pos <= t.size()) {
-        size_t e = t.find('\n', pos);
-        if (e == std::string_view::npos) e = t.size();
-        auto line = trim(t.substr(pos, e - pos));
-        if (!line.empty()) {
-            ++lines;
-            char last = line.back();
-            if (last == ';' || last == '{' || last == '}' || last == ')' ||
-                (last == ':' && (starts_with(line, "def ") || starts_with(line, "class ") || starts_with(line, "if ") ||
-                                 starts_with(line, "for ") || starts_with(line, "elif ") || starts_with(line, "else"))) ||
-                starts_with(line, "def ") || starts_with(line, "import ") || starts_with(line, "from ") ||
-                starts_with(line, "return ") || starts_with(line, "#include") || starts_with(line, "function ") ||
-                starts_with(line, "const ") || starts_with(line, "let ") || starts_with(line, "SELECT ") ||
-                starts_with(line, "assert "))
-                ++codeish;
-        }
-        pos = e + 1;
-    }
-    if (lines >= 3 && codeish * 10 >= lines * 5) return response_kind::code;
     return response_kind::prose;
 }
 

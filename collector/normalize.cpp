@@ -4,6 +4,7 @@
 // call's placeholders are numbered the same way every time it is read.
 #include <algorithm>
 #include <array>
+#include <charconv>
 #include <deque>
 #include <cstring>
 #include <ctime>
@@ -13,6 +14,9 @@
 #include "collector/json-dom.h"
 #include "collector/normalize-internal.h"
 #include "common/common.h"
+#include "common/response-kind.h"
+#include "common/text.h"
+#include "common/timing.h"
 
 namespace slm::collector {
 
@@ -30,21 +34,7 @@ const char* format_name(record_format f) {
     return "?";
 }
 
-std::string epoch_to_iso(double seconds) {
-    if (!std::isfinite(seconds) || seconds < 0 || seconds > 1e11) return {};
-    auto whole = static_cast<std::time_t>(seconds);
-    int ms = static_cast<int>(std::lround((seconds - static_cast<double>(whole)) * 1000.0));
-    if (ms >= 1000) {
-        ++whole;
-        ms -= 1000;
-    }
-    std::tm tm{};
-    gmtime_r(&whole, &tm);
-    char buf[96];
-    std::snprintf(buf, sizeof(buf), "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1,
-                  tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ms);
-    return buf;
-}
+std::string epoch_to_iso(double seconds) { return epoch_to_iso_utc(seconds); }
 
 std::string escape_invalid_utf8(std::string_view raw) {
     std::string out;
@@ -53,7 +43,7 @@ std::string escape_invalid_utf8(std::string_view raw) {
     auto end = p + raw.size();
     static const char hex[] = "0123456789ABCDEF";
     while (p < end) {
-        int l = *p == 0 ? 0 : json::utf8_seq_len(p, end);
+        int l = *p == 0 ? 0 : utf8_seq_len(p, end);
         if (l == 0) {
             out += "\\x";
             out.push_back(hex[*p >> 4]);
@@ -68,22 +58,6 @@ std::string escape_invalid_utf8(std::string_view raw) {
 }
 
 namespace {
-
-// UTF-8-safe prefix of at most `max` bytes.
-std::string_view utf8_prefix(std::string_view s, size_t max) {
-    if (s.size() <= max) return s;
-    size_t n = max;
-    while (n > 0 && (static_cast<unsigned char>(s[n]) & 0xC0) == 0x80) --n;
-    return s.substr(0, n);
-}
-
-std::string_view trim(std::string_view s) {
-    while (!s.empty() && (s.front() == ' ' || s.front() == '\n' || s.front() == '\r' || s.front() == '\t'))
-        s.remove_prefix(1);
-    while (!s.empty() && (s.back() == ' ' || s.back() == '\n' || s.back() == '\r' || s.back() == '\t'))
-        s.remove_suffix(1);
-    return s;
-}
 
 bool is_text_part_type(std::string_view t) { return t == "text" || t == "input_text" || t == "output_text"; }
 
@@ -102,7 +76,6 @@ struct normalizer::impl {
     json::document doc;       // the record
     json::document aux_doc;   // a record synthesized from an OTLP span
     json::document args_doc;  // tool-call arguments
-    json::document shape_doc; // response text, to tell json from prose
     std::string s_dec, s_key, s_tmp, s_args, s_canon;
     struct member {
         std::string_view key;
@@ -127,7 +100,7 @@ struct normalizer::impl {
 
     static void emit_plain(std::string_view s, std::string& out) {
         out.push_back('"');
-        json::escape_into(out, s);
+        json_escape_into(out, s);
         out.push_back('"');
     }
 
@@ -136,7 +109,7 @@ struct normalizer::impl {
         s_tmp.clear();
         scr.scrub(decoded, s_tmp);
         out.push_back('"');
-        json::escape_into(out, s_tmp);
+        json_escape_into(out, s_tmp);
         out.push_back('"');
         if (capture) capture->append(s_tmp);
     }
@@ -181,7 +154,7 @@ struct normalizer::impl {
         } else {
             s_tmp.clear();
             scr.scrub(json::str(n, s_dec), s_tmp);
-            json::escape_into(out, s_tmp);
+            json_escape_into(out, s_tmp);
             if (capture) capture->append(s_tmp);
         }
         if (cacheable && scr.total() == before) {
@@ -205,7 +178,7 @@ struct normalizer::impl {
     static void emit_plain_key(std::string_view key, bool needs_escape, std::string& out) {
         out.push_back('"');
         if (needs_escape)
-            json::escape_into(out, key);
+            json_escape_into(out, key);
         else
             out.append(key);
         out.push_back('"');
@@ -291,7 +264,7 @@ struct normalizer::impl {
             passthrough(d, *args, canon);
             return;
         }
-        std::string_view text = trim(json::str(*args, s_dec));
+        std::string_view text = trim_space(json::str(*args, s_dec));
         if (text.empty()) {
             canon = "{}";
             empty = true;
@@ -707,20 +680,59 @@ struct normalizer::impl {
         return std::string(json::str(*v, s_dec));
     }
 
-    static std::string timestamp_of(const json::document& d, const node* v) {
-        if (!v) return {};
+    // A record's time as ISO-8601 UTC: ISO-8601 text as given; Unix epoch numbers (integer or
+    // float, seconds or ms/us/ns by magnitude, also as digit strings) converted. `readable` is
+    // false for a value that is no time at all (stored as given when text, else "").
+    static std::string timestamp_of(const json::document& d, const node* v, bool& readable) {
+        readable = true;
+        if (!v || v->k == kind::null_value) return {};
+        double x;
         if (v->k == kind::string) {
             std::string scratch;
-            return std::string(json::str(*v, scratch));
+            std::string_view t = json::str(*v, scratch);
+            if (looks_iso8601(t)) return std::string(t);
+            const auto n = trim_space(t);
+            auto r = std::from_chars(n.data(), n.data() + n.size(), x);
+            if (!n.empty() && r.ec == std::errc() && r.ptr == n.data() + n.size()) {
+                std::string iso = epoch_to_iso(epoch_seconds_by_magnitude(x));
+                if (!iso.empty()) return iso;
+            }
+            readable = false;
+            return std::string(t);
         }
-        double x;
         if (json::to_double(*v, x)) {
-            if (x > 1e17) x /= 1e9;       // nanoseconds
-            else if (x > 1e14) x /= 1e6;  // microseconds
-            else if (x > 1e11) x /= 1e3;  // milliseconds
-            return epoch_to_iso(x);
+            std::string iso = epoch_to_iso(epoch_seconds_by_magnitude(x));
+            readable = !iso.empty();
+            return iso;
         }
+        readable = false;
         return {};
+    }
+
+    // YYYY-MM-DD, then optionally [T ]HH:MM[:SS[.fraction]] and Z or +HH[:]MM / -HH[:]MM.
+    static bool looks_iso8601(std::string_view t) {
+        size_t i = 0;
+        auto digits = [&](int n) {
+            for (int k = 0; k < n; ++k, ++i)
+                if (i >= t.size() || t[i] < '0' || t[i] > '9') return false;
+            return true;
+        };
+        auto lit = [&](char c) { return i < t.size() && t[i] == c ? (++i, true) : false; };
+        if (!(digits(4) && lit('-') && digits(2) && lit('-') && digits(2))) return false;
+        if (i == t.size()) return true;
+        if (!(lit('T') || lit(' ')) || !(digits(2) && lit(':') && digits(2))) return false;
+        if (lit(':')) {
+            if (!digits(2)) return false;
+            if (lit('.') || lit(',')) {
+                const size_t f = i;
+                while (i < t.size() && t[i] >= '0' && t[i] <= '9') ++i;
+                if (i == f) return false;
+            }
+        }
+        if (i == t.size() || (lit('Z') && i == t.size())) return true;
+        if (!(lit('+') || lit('-')) || !digits(2)) return false;
+        lit(':');
+        return digits(2) && i == t.size();
     }
 
     static bool message_is_legacy(const json::document& d, const node& m) {
@@ -862,9 +874,14 @@ struct normalizer::impl {
         }
         c.client_id = !opt.client.empty() ? opt.client : get_str(d, &root, "client_id");
         const node* ts = d.get(root, "timestamp");
-        c.timestamp = timestamp_of(d, ts);
-        if (ts && ts->k == kind::number && fmt != record_format::otel) add_flag(c.flag_list, "timestamp_not_iso");
-        if (c.timestamp.empty() && resp && resp->k == kind::object) c.timestamp = timestamp_of(d, d.get(*resp, "created"));
+        bool ts_readable = true;
+        c.timestamp = timestamp_of(d, ts, ts_readable);
+        if (!ts_readable) add_flag(c.flag_list, "timestamp_not_iso");
+        if (c.timestamp.empty() && resp && resp->k == kind::object) {
+            bool created_readable;  // the response's own clock: a bad one is not the record's defect
+            c.timestamp = timestamp_of(d, d.get(*resp, "created"), created_readable);
+            if (!created_readable) c.timestamp.clear();
+        }
         double lat;
         const node* latn = d.get(root, "latency_ms");
         if (latn && json::to_double(*latn, lat))
@@ -919,34 +936,21 @@ struct normalizer::impl {
 
     // ---- task text, content id, JSON columns -----------------------------------------------------
 
+    // the kind of response; a tool call names its tools ("tool_call:f+g")
     std::string response_shape(const call_record& c) {
-        if (!f.response_tool_names.empty()) {
-            std::string s = "tool_call:";
-            for (size_t i = 0; i < f.response_tool_names.size(); ++i) {
-                if (i) s.push_back('+');
-                s += f.response_tool_names[i];
-            }
-            return s;
+        const auto k = classify_response(c.response_text, c.response_tool_calls);
+        if (k != response_kind::tool_call) return response_kind_name(k);
+        std::string s = "tool_call:";
+        for (size_t i = 0; i < f.response_tool_names.size(); ++i) {
+            if (i) s.push_back('+');
+            s += f.response_tool_names[i];
         }
-        std::string_view t = trim(c.response_text);
-        if (t.empty()) return "empty";
-        if ((t.front() == '{' || t.front() == '[') && shape_doc.parse(t)) return "json";
-        if (t.substr(0, 7) == "```json") {
-            std::string_view body = t.substr(7);
-            size_t close = body.rfind("```");
-            if (close != std::string_view::npos && shape_doc.parse(trim(body.substr(0, close)))) return "json";
-        }
-        if (t.find("```") != std::string_view::npos) return "code";
-        static const char* const code_starts[] = {"def ", "class ", "import ", "from ", "#include", "function ",
-                                                  "package ", "public ", "SELECT ", "CREATE ", "const ", "#!/"};
-        for (const char* cs : code_starts)
-            if (t.substr(0, std::strlen(cs)) == cs) return "code";
-        return "prose";
+        return s;
     }
 
     void finish_call(call_record& c) {
         std::string& tt = c.task_text;
-        tt.assign(utf8_prefix(trim(f.last_user_text), 2000));
+        tt.assign(utf8_cut(trim_space(f.last_user_text), 2000));
         if (!f.tool_names.empty()) {
             if (!tt.empty()) tt.push_back('\n');
             tt += "tools: ";
@@ -1002,11 +1006,11 @@ struct normalizer::impl {
         std::string_view body = raw;
         std::string note;
         if (body.size() > quarantine_raw_cap) {
-            body = utf8_prefix(body, quarantine_raw_cap);
+            body = utf8_cut(body, quarantine_raw_cap);
             note = fmt::format(" [truncated: {} bytes in all]", raw.size());
         }
         scr.reset();
-        if (json::valid_utf8(body) && std::memchr(body.data(), 0, body.size()) == nullptr) {
+        if (valid_utf8(body) && std::memchr(body.data(), 0, body.size()) == nullptr) {
             scr.scrub(body, q.raw);
         } else {
             scr.scrub(escape_invalid_utf8(body), q.raw);

@@ -7,6 +7,7 @@
 #include <sstream>
 
 #include "collector/collector.h"
+#include "common/response-kind.h"
 #include "../test-util.h"
 
 using namespace slm;
@@ -324,7 +325,7 @@ TEST_CASE("metadata oddities are flagged, wrong-typed content is quarantined") {
         "response": {"choices": [{"message": {"tool_calls": [{"function": {"name": "f", "arguments": {"a": 1}}}]}}]}})");
     CHECK(c.timestamp == "2025-03-15T09:51:46.000Z");
     CHECK(!c.latency_ms);
-    CHECK(json::parse(c.flags) == json({"timestamp_not_iso", "latency_not_number", "tool_args_not_string"}));
+    CHECK(json::parse(c.flags) == json({"latency_not_number", "tool_args_not_string"}));  // epoch seconds are fine
     CHECK(json::parse(c.response_tool_calls)[0]["arguments"] == json({{"a", 1}}));
     CHECK(reason(R"({"request": {"messages": [{"role":"user","content":42}]}, "response": {"choices": [{"message": {"content": "x"}}]}})") == "bad_field");
     CHECK(reason(R"({"response": {"choices": [{"message": {"content": "x"}}]}})") == "no_request");
@@ -337,3 +338,79 @@ TEST_CASE("--scrub off keeps values and counts nothing") {
     CHECK(json::parse(c.messages)[1]["content"] == "Page the on-call for db-7 and mail ops@acme.io");
     CHECK(c.scrubbed == "{}");
 }
+
+namespace {
+
+// a flywheel record with the given JSON value as its timestamp
+call_record with_timestamp(const std::string& ts) {
+    return one_call(R"({"timestamp": )" + ts + R"(, "workload_id": "w", "request": {"messages": [{"role":"user","content":"x"}]},
+        "response": {"choices": [{"message": {"content": "ok"}}]}})");
+}
+
+bool flagged(const call_record& c, const char* flag) {
+    auto f = json::parse(c.flags);
+    return std::find(f.begin(), f.end(), flag) != f.end();
+}
+
+}  // namespace
+
+TEST_CASE("flywheel timestamps: epoch numbers (s, ms, us, ns; integer or float) stored as ISO-8601 UTC, unflagged") {
+    const std::pair<const char*, const char*> cases[] = {
+        {"1742032306", "2025-03-15T09:51:46.000Z"},           // integer seconds
+        {"1742032306.25", "2025-03-15T09:51:46.250Z"},        // float seconds
+        {"1.742032306e9", "2025-03-15T09:51:46.000Z"},        // exponent form
+        {"1742032306123", "2025-03-15T09:51:46.123Z"},        // milliseconds, by magnitude
+        {"1742032306123.0", "2025-03-15T09:51:46.123Z"},
+        {"1742032306123456", "2025-03-15T09:51:46.123Z"},     // microseconds
+        {"1742032306123456789", "2025-03-15T09:51:46.123Z"},  // nanoseconds
+        {"\"1742032306\"", "2025-03-15T09:51:46.000Z"},       // the number as text
+        {"\"1742032306.5\"", "2025-03-15T09:51:46.500Z"},
+        {"0", "1970-01-01T00:00:00.000Z"},
+    };
+    for (const auto& [in, want] : cases) {
+        auto c = with_timestamp(in);
+        CHECK_MESSAGE(c.timestamp == want, in);
+        CHECK_MESSAGE(!flagged(c, "timestamp_not_iso"), in);
+        CHECK_MESSAGE(c.flags == "[]", in, " ", c.flags);
+    }
+}
+
+TEST_CASE("flywheel timestamps: ISO-8601 text kept as given; other values flagged timestamp_not_iso") {
+    for (const char* iso : {"\"2026-11-20T10:00:00Z\"", "\"2026-11-20T10:00:00.123Z\"", "\"2026-11-20T10:00:00+02:00\"",
+                            "\"2026-11-20 10:00:00\"", "\"2026-11-20\"", "\"2026-11-20T10:00:00,5-0130\""}) {
+        auto c = with_timestamp(iso);
+        CHECK_MESSAGE(c.timestamp == json::parse(iso).get<std::string>(), iso);
+        CHECK_MESSAGE(!flagged(c, "timestamp_not_iso"), iso);
+    }
+    for (const char* bad : {"\"yesterday\"", "\"20/11/2026\"", "\"2026-11-20T10\"", "\"NaN\""}) {
+        auto c = with_timestamp(bad);
+        CHECK_MESSAGE(c.timestamp == json::parse(bad).get<std::string>(), bad);  // kept, for a human to read
+        CHECK_MESSAGE(flagged(c, "timestamp_not_iso"), bad);
+    }
+    for (const char* bad : {"-5", "1e30", "true", "{\"s\": 1}"}) {
+        auto c = with_timestamp(bad);
+        CHECK_MESSAGE(c.timestamp.empty(), bad);
+        CHECK_MESSAGE(flagged(c, "timestamp_not_iso"), bad);
+    }
+    auto none = with_timestamp("null");
+    CHECK(none.timestamp.empty());
+    CHECK(none.flags == "[]");
+}
+
+TEST_CASE("the task text's response line is common/response-kind.h's decision") {
+    const char* texts[] = {"", "{\"a\": 1}", "[1, 2]", "```json\n{\"a\": 1}\n```", "```\n[1]\n```",
+                           "```json\n{\"a\": 1}\n```\nHope this helps!", "Sure: {\"a\": 1}", "42",
+                           "SELECT a FROM t", "x = 1;\ny = 2;\nz = 3;", "Plain words."};
+    for (const char* t : texts) {
+        auto c = one_call(R"({"request":{"messages":[{"role":"user","content":"q"}]},"response":{"choices":[{"message":{"content":)" +
+                          json(t).dump() + "}}]}}");
+        CHECK_MESSAGE(c.task_text == std::string("q\nresponse: ") + response_kind_name(classify_response(c.response_text, "")),
+                      json(t).dump());
+    }
+    // tool calls with content: a tool call, named
+    auto tc = one_call(R"({"request":{"messages":[{"role":"user","content":"q"}]},"response":{"choices":[{"message":{"content":"Looking it up.",
+        "tool_calls":[{"id":"a","function":{"name":"search","arguments":"{}"}}]}}]}})");
+    CHECK(classify_response(tc.response_text, tc.response_tool_calls) == response_kind::tool_call);
+    CHECK(tc.task_text == "q\nresponse: tool_call:search");
+}
+
