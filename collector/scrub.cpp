@@ -330,12 +330,27 @@ const char* const k_street_abbrevs[] = {"St", "Ave", "Rd", "Blvd", "Ln", "Dr", "
 const char* const k_directions[] = {"N", "S", "E", "W", "NE", "NW", "SE", "SW", nullptr};
 const char* const k_units[] = {"Apt", "Apartment", "Suite", "Ste", "Unit", "Floor", "Fl", "Room", "Rm", "#", nullptr};
 
+const char* const k_street_prefixes[] = {"Rue", "Via", "Calle", "Avenida", "Rua", "Chemin", "Viale", "Corso", nullptr};
+const char* const k_particles[] = {"de", "du", "des", "la", "le", "del", "di", "da", "do", "dos", "las", "los", nullptr};
+
+// The word [s, e) ends like a German or Dutch street name (Hauptstraße, Lindenweg, Marktplatz).
+bool ends_with_street(const scan& t, size_t s, size_t e) {
+    static const char* const ends[] = {"straße", "strasse", "str.", "gasse", "weg", "platz", "allee", "straat",
+                                       "laan", "gracht", nullptr};
+    for (const char* const* x = ends; *x; ++x) {
+        size_t l = std::strlen(*x);
+        if (e - s > l + 2 && std::memcmp(t.s + e - l, *x, l) == 0) return true;
+    }
+    return false;
+}
+
 // A capitalised word ([A-Z][a-z]+), an initial ("N."), or an ordinal ("5th"); returns its end or s.
 size_t street_word(const scan& t, size_t s) {
     size_t j = s;
     if (is_upper(t.at(j))) {
         ++j;
-        while (j < t.n && (is_lower(t.s[j]) || is_upper(t.s[j]))) ++j;
+        // letters, UTF-8 ones included (Hauptstraße, Chloé)
+        while (j < t.n && (is_alpha(t.s[j]) || static_cast<unsigned char>(t.s[j]) >= 0x80)) ++j;
         return j;
     }
     if (is_digit(t.at(j))) {
@@ -359,7 +374,39 @@ bool address_at(const scan& t, size_t i, match& m) {
     size_t end = 0;
     for (int w = 0; w < 6; ++w) {
         size_t we = street_word(t, j);
-        if (we == j) return false;
+        if (we == j) {
+            // "Rue de Rivoli", "Via del Corso": lowercase particles between capitalised words
+            if (w > 0 && word_is(t, j, j + 2, k_particles) && t.at(j + 2) == ' ') {
+                j += 3;
+                continue;
+            }
+            if (w > 0 && word_is(t, j, j + 3, k_particles) && t.at(j + 3) == ' ') {
+                j += 4;
+                continue;
+            }
+            return false;
+        }
+        if (w == 0 && ends_with_street(t, j, we)) {  // German compounds: Hauptstraße, Lindenweg
+            end = we;
+            break;
+        }
+        if (w == 0 && word_is(t, j, we, k_street_prefixes)) {  // Rue de Rivoli: prefix, then names
+            size_t p = we, last = 0;
+            for (int k = 0; k < 4 && t.at(p) == ' '; ++k) {
+                size_t q = p + 1, qe = street_word(t, q);
+                if (qe > q) {
+                    last = p = qe;
+                    continue;
+                }
+                size_t pe = q;
+                while (pe < t.n && is_lower(t.s[pe]) && pe - q < 4) ++pe;
+                if (!word_is(t, q, pe, k_particles)) break;
+                p = pe;
+            }
+            if (last) end = last;
+            if (end) break;
+            return false;
+        }
         if (w > 0 && word_is(t, j, we, k_street_suffixes)) {
             end = we;
             if (t.at(end) == '.' && word_is(t, j, we, k_street_abbrevs)) ++end;
@@ -457,6 +504,13 @@ bool email_at(const scan& t, size_t a, match& m) {
             m = {ls, a, pii::secret, false, false};
             return true;
         }
+    }
+    // <local@host> after a Message-ID key is a message identifier, not a person's address
+    if (ls > 0 && t.s[ls - 1] == '<') {
+        size_t from = ls > t.floor + 16 ? ls - 16 : t.floor;
+        std::string_view head(t.s + from, ls - from);
+        for (const char* k : {"message_id", "Message-ID", "Message-Id", "messageId"})
+            if (head.find(k) != std::string_view::npos) return false;
     }
     m = {ls, j, pii::email, false, false};
     m.lower_norm = true;
@@ -621,7 +675,18 @@ bool value_is_trivial(std::string_view v) {
     if (stars) return true;
     for (const char* const* w = k_value_stoplist; *w; ++w)
         if (v == *w) return true;
-    return false;
+    // a reference, not a value: AWS_SECRET_ACCESS_KEY (a constant), settings.api_key, os.environ[...]
+    bool screaming = is_upper(v[0]), dotted = is_lower(v[0]) || v[0] == '_';
+    size_t underscores = 0, dots = 0;
+    for (char c : v) {
+        underscores += c == '_';
+        dots += c == '.';
+        screaming &= is_upper(c) || is_digit(c) || c == '_';
+        dotted &= is_alnum(c) || c == '_' || c == '.';
+    }
+    if (screaming && underscores > 0) return true;
+    if (dotted && dots > 0 && v.back() != '.' && !has_digit_sv(v)) return true;
+    return v.substr(0, 11) == "os.environ[" || v.substr(0, 7) == "getenv(";
 }
 
 inline bool key_char(char c) { return is_alnum(c) || c == '_' || c == '-' || c == '.'; }
@@ -822,16 +887,20 @@ bool benign_shape(std::string_view v) {
 bool credential_like(std::string_view v) {
     if (v.size() < 8 || v.size() > 256 || value_is_trivial(v)) return false;
     bool lo = false, up = false, dig = false, sym = false;
-    for (char c : v) {
+    for (size_t i = 0; i < v.size(); ++i) {
+        char c = v[i];
         if (is_lower(c)) lo = true;
         else if (is_upper(c)) up = true;
         else if (is_digit(c)) dig = true;
         else if (static_cast<unsigned char>(c) < 0x21 || static_cast<unsigned char>(c) >= 0x7f) return false;
-        else sym = true;
+        // key=value and key:value are assignments, not values (padding '=' at the end is fine)
+        else if ((c == '=' && i + 1 < v.size() && v[i + 1] != '=') || c == ':') return false;
+        // hyphens, dots and apostrophes join words (hard-coded, e.g., don't): not a symbol class
+        else if (c != '-' && c != '.' && c != '\'') sym = true;
     }
     if (!(lo || up)) return false;
     if (!(dig || sym) && !(lo && up && v.size() >= 20)) return false;
-    if (v.find("://") != std::string_view::npos || v.find("...") != std::string_view::npos) return false;
+    if (v[0] == '/' || v.find("//") != std::string_view::npos || v.find("...") != std::string_view::npos) return false;
     return !benign_shape(v);
 }
 
@@ -873,6 +942,26 @@ bool prose_at(const scan& t, size_t ts, match& m) {
             return true;
         }
         if (k < nw - 1 && has_digit_sv(words[k])) break;  // an intervening value: not this keyword's
+    }
+    // or the credential word follows: "Type Hunter12!x into the Password field"
+    size_t q = ve;
+    if (t.at(q) == '"' || t.at(q) == '\'') ++q;
+    std::string_view prev;
+    for (int k = 0; k < 4 && t.at(q) == ' '; ++k) {
+        size_t a = q + 1;
+        if (t.at(a) == '"' || t.at(a) == '\'') ++a;
+        size_t b = a;
+        while (b < t.n && is_alpha(t.s[b]) && b - a < 32) ++b;
+        if (b == a) break;
+        std::string_view w(t.s + a, b - a);
+        if (t.at(b) == '"' || t.at(b) == '\'') ++b;
+        if (t.at(b) == ':' || t.at(b) == '=') break;  // "Auth: ..." labels what follows it
+        if (credential_word(w, prev)) {
+            m = {vs, ve, credential_kind(val), false, false};
+            return true;
+        }
+        prev = w;
+        q = b;
     }
     return false;
 }
@@ -972,11 +1061,11 @@ void scrubber::placeholder(pii kind, std::string_view identity, std::string& out
     out.push_back('>');
 }
 
-size_t scrubber::scrub(std::string_view text, std::string& out) {
-    if (!enabled_) {
-        out.append(text);
-        return 0;
-    }
+namespace {
+
+// One string's scan: every detector at every trigger byte; `emit(kind, identity, out)` writes a
+// placeholder.
+template <class Emit> size_t scan_text(std::string_view text, std::string& out, Emit&& emit) {
     scan t{text.data(), text.size(), 0};
     const size_t n = text.size();
     size_t i = 0, reps = 0;
@@ -1035,9 +1124,9 @@ size_t scrubber::scrub(std::string_view text, std::string& out) {
                     norm.push_back(lower(ch));
                 }
             }
-            placeholder(m.kind, norm, out);
+            emit(m.kind, norm, out);
         } else {
-            placeholder(m.kind, val, out);
+            emit(m.kind, val, out);
         }
         ++reps;
         t.floor = m.end;
@@ -1045,6 +1134,44 @@ size_t scrubber::scrub(std::string_view text, std::string& out) {
     }
     out.append(t.s + t.floor, n - t.floor);
     return reps;
+}
+
+}  // namespace
+
+size_t scrubber::scrub(std::string_view text, std::string& out) {
+    if (!enabled_) {
+        out.append(text);
+        return 0;
+    }
+    auto emit = [this](pii k, std::string_view identity, std::string& o) { placeholder(k, identity, o); };
+    // A credential found earlier in this call is replaced wherever it recurs, context or not
+    // (a password typed into a form shows up again, bare, in the tool call's arguments).
+    bool known = false;
+    for (pii k : {pii::api_key, pii::aws_key, pii::github_token, pii::slack_token, pii::private_key, pii::secret})
+        known |= counts_[static_cast<int>(k)] > 0;
+    if (known) {
+        size_t best = std::string_view::npos, best_len = 0, reps = 0;
+        pii best_kind = pii::secret;
+        for (const auto& [key, idx] : seen_) {
+            int k = key[0] - 'a';
+            if (key.size() < 9 || k < static_cast<int>(pii::api_key) || k > static_cast<int>(pii::secret) ||
+                k == static_cast<int>(pii::jwt))
+                continue;
+            std::string_view lit(key.data() + 1, key.size() - 1);
+            size_t p = text.find(lit);
+            if (p != std::string_view::npos && (p < best || (p == best && lit.size() > best_len))) {
+                best = p;
+                best_len = lit.size();
+                best_kind = static_cast<pii>(k);
+            }
+        }
+        if (best != std::string_view::npos) {
+            reps += scan_text(text.substr(0, best), out, emit);
+            placeholder(best_kind, text.substr(best, best_len), out);
+            return reps + 1 + scrub(text.substr(best + best_len), out);
+        }
+    }
+    return scan_text(text, out, emit);
 }
 
 bool scrubber::scrub_secret_value(std::string_view value, std::string& out) {
