@@ -87,6 +87,7 @@ enum vendor_flag : unsigned char {
     vf_discord = 16,    ///< <24-28 b64 id>.<6>.<27+> with the id starting M, N or O (prefix "")
     vf_mailchimp = 32,  ///< <32 hex>-us<1-2 digits> (prefix "")
     vf_url = 64,        ///< matched just after "scheme://"; the host and path prefix stay, the rest goes
+    vf_keep_prefix = 128,  ///< the prefix is a key name (AccountKey=): it stays, the value goes
 };
 
 /// The table (scrub-vendors.cpp), terminated by a rule with a null name.

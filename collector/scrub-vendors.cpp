@@ -34,9 +34,9 @@ const vendor_rule k_rules[] = {
     {"gcp-api-key",                "AIza", cs::b64url, 30, 40, K, 0},
     {"gcp-oauth-client-secret",    "GOCSPX-", cs::b64url, 24, 40, K, 0},
     {"gcp-oauth-access-token",     "ya29.", cs::token, 30, 2048, K, 0},
-    {"azure-storage-account-key",  "AccountKey=", cs::b64, 40, 128, S, 0},
-    {"azure-shared-access-key",    "SharedAccessKey=", cs::b64, 40, 128, S, 0},
-    {"azure-sas-signature",        "sig=", cs::b64, 20, 256, S, 0},
+    {"azure-storage-account-key",  "AccountKey=", cs::b64, 40, 128, S, vf_keep_prefix},
+    {"azure-shared-access-key",    "SharedAccessKey=", cs::b64, 40, 128, S, vf_keep_prefix},
+    {"azure-sas-signature",        "sig=", cs::b64, 20, 256, S, vf_keep_prefix},
     {"digitalocean-pat",           "dop_v1_", cs::hex_lower, 64, 64, K, vf_exact},
     {"digitalocean-oauth-token",   "doo_v1_", cs::hex_lower, 64, 64, K, vf_exact},
     {"digitalocean-refresh-token", "dor_v1_", cs::hex_lower, 64, 64, K, vf_exact},
@@ -224,7 +224,7 @@ const vendor_rule* vendor_at(const scan& t, size_t ts, match& m) {
             // a body that runs on into more word characters is some other identifier
             if (is_word(t.at(e)) && r->body != cs::b64 && r->body != cs::token) continue;
         }
-        m = {(r->flags & vf_url) ? b : ts, e, r->kind, false, false};
+        m = {(r->flags & (vf_url | vf_keep_prefix)) ? b : ts, e, r->kind, false, false};
         return r;
     }
     if (is_alnum(static_cast<char>(c0))) {

@@ -714,6 +714,7 @@ size_t value_end(const scan& t, size_t v, bool to_eol, bool query) {
     size_t e = v;
     if (to_eol) {  // unquoted values in env files hold no spaces: "KEY=value # comment" ends at one
         while (e < t.n && !is_space(t.s[e]) && !escape_stop(t, e)) ++e;
+        if (e > v && t.s[e - 1] == ')' && !std::memchr(t.s + v, '(', e - v)) --e;  // f(key=VALUE)
         return e;
     }
     while (e < t.n) {
@@ -730,7 +731,7 @@ size_t value_end(const scan& t, size_t v, bool to_eol, bool query) {
 
 // Keys that name a credential only as a URL query parameter (?key=..., &sig=...).
 bool is_query_secret_key(std::string_view k) {
-    static const char* const names[] = {"key", "sig", "signature", "code", "X-Amz-Signature", "X-Goog-Signature",
+    static const char* const names[] = {"key", "sig", "signature", "X-Amz-Signature", "X-Goog-Signature",
                                         "X-Amz-Security-Token", nullptr};
     for (const char* const* n = names; *n; ++n)
         if (k == *n) return true;
@@ -870,7 +871,7 @@ bool benign_shape(std::string_view v) {
         hexish += is_hex(c);
         dashes += c == '-';
         if (!(is_digit(c) || std::strchr("-:.TZ+/", c))) only_date = false;
-        if (i > k && !(is_digit(c) || c == '-' || c == '_')) upper_prefix_id = false;
+        if (i > k && !(is_digit(c) || is_upper(c) || c == '-' || c == '_')) upper_prefix_id = false;
     }
     if (only_date || upper_prefix_id) return true;
     if (v.size() == 36 && dashes == 4 && hexish == 32) return true;  // UUID
@@ -1009,6 +1010,7 @@ bool scrubber::is_secret_key(std::string_view key) {
     for (const char* const* c = contains; *c; ++c)
         if (k.find(*c) != std::string_view::npos) return true;
     if (k.size() > 5 && k.substr(k.size() - 5) == "token" && k.find("tokens") == std::string_view::npos) return true;
+    if (k.size() > 5 && (k.substr(k.size() - 5) == "_pass" || k.substr(k.size() - 4) == "_pwd")) return true;
     return false;
 }
 
@@ -1105,7 +1107,11 @@ template <class Emit> size_t scan_text(std::string_view text, std::string& out, 
         if (!hit) {
             size_t ts = i;
             while (ts > t.floor && is_lower(t.s[ts - 1]) && i - ts < 24) --ts;
-            if (t.token_start(ts) && (ts == i || !is_lower(t.before(ts)))) {
+            // prefixes with dots (hvs., dp.pt.): the token may start before them
+            size_t td = ts;
+            while (td > t.floor && (is_lower(t.s[td - 1]) || t.s[td - 1] == '.') && i - td < 24) --td;
+            if (td < ts && t.token_start(td) && t.s[td] != '.' && vendor_at(t, td, m)) hit = true;
+            if (!hit && t.token_start(ts) && (ts == i || !is_lower(t.before(ts)))) {
                 hit = vendor_at(t, ts, m) != nullptr || prose_at(t, ts, m);
             }
         }
