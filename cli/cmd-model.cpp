@@ -68,15 +68,26 @@ void info_main() {
     fmt::print("loaded as       {} on {} in {:.2f} s\n", i.dtype, i.device, i.load_s);
 }
 
+// A tokenizer.json, a directory or a GGUF file: only the tokenizer is loaded (a vocab-only GGUF
+// works); other checkpoints (llama2.c, whose vocabulary comes with the model) are loaded whole.
 void tokenize_main() {
     apply_globals();
-    auto m = load();
     const auto& a = args();
-    const auto ids = m->encode(a.text, /*add_special=*/true, a.special);
-    const std::string back = m->decode(ids);
-    if (globals().json) {
-        nlohmann::json pieces = nlohmann::json::array();
+    std::vector<int32_t> ids;
+    std::string back;
+    nlohmann::json pieces = nlohmann::json::array();
+    if (model::is_tokenizer_path(a.path)) {
+        const auto src = model::load_tokenizer(a.path);
+        ids = src.tok.encode(a.text, /*add_special=*/true, a.special);
+        back = src.tok.decode(ids);
+        for (auto id : ids) pieces.push_back(src.tok.token_text(id));
+    } else {
+        auto m = load();
+        ids = m->encode(a.text, /*add_special=*/true, a.special);
+        back = m->decode(ids);
         for (auto id : ids) pieces.push_back(m->has_tokenizer() ? m->tok().token_text(id) : m->decode({id}));
+    }
+    if (globals().json) {
         nlohmann::json j = {{"ids", ids}, {"count", ids.size()}, {"tokens", pieces}};
         if (a.decode) j["decoded"] = back;
         print_json(j);
@@ -150,7 +161,7 @@ void set_model_command(CLI::App& sub) {
     info->callback(info_main);
 
     auto* tok = sub.add_subcommand("tokenize", "Text to token ids (and back with --decode)");
-    tok->add_option("PATH", a.path, "GGUF file or HF model directory")->required();
+    tok->add_option("PATH", a.path, "tokenizer.json, a directory holding one, a GGUF file (vocab-only too) or a llama2.c .bin")->required();
     tok->add_option("--text", a.text, "Text to tokenize")->required();
     tok->add_flag("--decode", a.decode, "Also decode the ids back to text");
     tok->add_flag("--special", a.special, "Parse special-token text such as <|im_start|> into their ids");

@@ -11,6 +11,7 @@
 namespace slm::model {
 
 class gguf_reader;
+class chat_template;  // model/chat-template.h
 struct tokenizer_impl;
 
 /// What a vocabulary entry is (GGUF tokenizer.ggml.token_type numbering).
@@ -79,5 +80,22 @@ private:
     explicit tokenizer(std::shared_ptr<const tokenizer_impl> impl) : impl_(std::move(impl)) {}
     std::shared_ptr<const tokenizer_impl> impl_;
 };
+
+/// What load_tokenizer() finds at a path: a tokenizer, the chat template that came with it, and
+/// the file they were read from.
+struct tokenizer_source {
+    tokenizer tok;
+    std::shared_ptr<const chat_template> chat;  ///< null when the tokenizer came without a template
+    std::string file;                           ///< the tokenizer.json or GGUF file read
+};
+
+/// The tokenizer (and chat template) of `path` without any weights: a tokenizer.json (with the
+/// tokenizer_config.json beside it), a directory holding one (an HF model directory, or only the
+/// tokenizer files), or a GGUF file, vocab-only or a whole model of which only the metadata is
+/// read. user_error naming the path when it holds no tokenizer we can load.
+tokenizer_source load_tokenizer(const std::string& path);
+/// True for the paths load_tokenizer() reads: a directory, a .json file or a GGUF file. Other
+/// checkpoints (llama2.c .bin, whose vocabulary is not a `tokenizer`) need load_model().
+bool is_tokenizer_path(const std::string& path);
 
 }  // namespace slm::model

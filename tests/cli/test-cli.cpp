@@ -4,6 +4,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "../model/vocab-vectors.h"
 #include "../test-util.h"
 
 using namespace slm;
@@ -109,4 +110,66 @@ TEST_CASE("model info / tokenize / generate through the CLI") {
     CHECK(missing.exit_code == 1);
     CHECK(missing.err.find("hint: ") != std::string::npos);
     CHECK(test::run_slmctl("model generate '" + stories + "'").exit_code == 2);  // needs --prompt or --chat
+}
+
+namespace {
+
+std::string shell_quote(const std::string& s) {
+    std::string q = "'";
+    for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
+    return q + "'";
+}
+
+// `slmctl model tokenize --json PATH --text=TEXT`, parsed
+nlohmann::json tokenize(const std::string& path, const std::string& text, const std::string& flags = "") {
+    // CLI11 takes --text=VALUE whatever VALUE starts with, but not an empty one
+    const std::string opt = text.empty() ? "--text ''" : "--text=" + shell_quote(text);
+    auto r = test::run_slmctl("model tokenize --json " + flags + " " + shell_quote(path) + " " + opt);
+    REQUIRE_MESSAGE(r.exit_code == 0, path, ": ", r.err);
+    return nlohmann::json::parse(r.out);
+}
+
+}  // namespace
+
+TEST_CASE("model tokenize reads a tokenizer alone: vocab-only GGUF, tokenizer.json, its directory") {
+    const auto cases = test::load_vectors("ggml-vocab-gpt-2.gguf");
+    REQUIRE(cases.size() == 46);
+    const std::string gguf = test::shared_data(test::k_vocab_dir + "ggml-vocab-gpt-2.gguf");
+    const std::string json = test::shared_data("tokenizers/gpt2/tokenizer.json");
+    const std::string dir = test::shared_data("tokenizers/gpt2");
+    // every other case through the vocab-only GGUF, a spread through the json and its directory (each
+    // run is a process that loads the tensor plugin; tests/model checks all 46 in process)
+    for (size_t i = 0; i < cases.size(); i += 2) {
+        CHECK_MESSAGE(tokenize(gguf, cases[i].text)["ids"] == nlohmann::json(cases[i].ids), "GGUF case ", i);
+        if (i % 10 == 0) {
+            CHECK_MESSAGE(tokenize(json, cases[i].text)["ids"] == nlohmann::json(cases[i].ids), "json case ", i);
+            CHECK_MESSAGE(tokenize(dir, cases[i].text)["ids"] == nlohmann::json(cases[i].ids), "dir case ", i);
+        }
+    }
+    // SentencePiece: the model asks for BOS, which tokenize adds
+    const auto spm = test::load_vectors("ggml-vocab-llama-spm.gguf");
+    const std::string spm_gguf = test::shared_data(test::k_vocab_dir + "ggml-vocab-llama-spm.gguf");
+    for (size_t i = 1; i < spm.size(); i += 9) {
+        auto want = spm[i].ids;
+        want.insert(want.begin(), 1);
+        CHECK_MESSAGE(tokenize(spm_gguf, spm[i].text)["ids"] == nlohmann::json(want), "spm case ", i);
+    }
+
+    // SmolLM-135M's tokenizer files agree with SmolLM2's GGUF; decode round-trips; specials parse
+    const std::string smol_dir = test::shared_data("tokenizers/smollm-135m");
+    const std::string smol2 = std::string(std::getenv("HOME")) + "/.cache/slmctl/models/SmolLM2-135M-Instruct.Q4_1.gguf";
+    const std::string text = "<|im_start|>user\nHello world 123 caf\xC3\xA9<|im_end|>";
+    auto a = tokenize(smol_dir + "/tokenizer.json", text, "--decode --special");
+    auto b = tokenize(smol2, text, "--decode --special");
+    CHECK(a["ids"] == b["ids"]);
+    CHECK(a["decoded"] == "user\nHello world 123 caf\xC3\xA9");  // control tokens are not rendered
+    CHECK(a["tokens"][0] == "<|im_start|>");
+    CHECK(a["count"] == a["ids"].size());
+
+    // what is not a tokenizer says so, with a hint
+    test::temp_dir t;
+    auto r = test::run_slmctl("model tokenize '" + t.path.string() + "' --text x");
+    CHECK(r.exit_code == 1);
+    CHECK(r.err.find("no tokenizer.json") != std::string::npos);
+    CHECK(r.err.find("hint: ") != std::string::npos);
 }
