@@ -7,7 +7,7 @@
 #include "cli/cli.h"
 #include "clustering/clustering.h"
 #include "common/common.h"
-#include "store/store.h"
+#include "store/stages.h"
 
 namespace slm::cli {
 
@@ -183,7 +183,15 @@ void cluster_main() {
     clustering::run_result r;
     if (stored) {
         int64_t id = o.run > 0 ? o.run : clustering::latest_run(d);
-        if (id == 0) throw user_error(fmt::format("no clustering run in {}", g.db_path), "run `slmctl cluster` first");
+        if (id == 0) {
+            // only 'ok' runs are shown: say so when the others did not finish
+            auto runs = store::list_runs(d, "cluster");
+            throw user_error(fmt::format("no finished clustering run in {}", g.db_path),
+                             runs.empty() ? "run `slmctl cluster` first"
+                                          : fmt::format("{} cluster run{} failed or did not finish (see `slmctl db info`): "
+                                                        "run `slmctl cluster` again",
+                                                        runs.size(), runs.size() == 1 ? "" : "s"));
+        }
         r = clustering::load_run(d, id);
     } else {
         r = clustering::run(d, o.params);
