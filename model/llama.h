@@ -57,6 +57,19 @@ struct lora_linear {
     int64_t in_features() const { return weight.size(1); }
 };
 
+/// A weight (out, in) in 4 bits for small-batch decoding on the CPU: groups of 32 along `in`,
+/// w = (q - 8) * scale + zero (torch's int4pack kernel), bf16 scale/zero. From Q4_1 weights the
+/// groups are the file's own, so q is exact and only the scales round to bf16.
+struct int4_weight {
+    torch::Tensor packed;      ///< _convert_weight_to_int4pack_for_cpu output
+    torch::Tensor scale_zero;  ///< (in/32, out, 2) bf16
+    bool defined() const { return packed.defined(); }
+    /// x (..., in) -> (..., out) in x's dtype (computed in bf16)
+    torch::Tensor forward(const torch::Tensor& x) const;
+    /// Groups of 32 by min/max; an undefined result when the shape or the kernel does not allow it.
+    static int4_weight quantize(const torch::Tensor& w);
+};
+
 /// The seven projections of a layer, by name, for LoRA target lists ("q", "k", ..., "down").
 enum class proj { q, k, v, o, gate, up, down };
 constexpr int n_projs = 7;
@@ -78,6 +91,8 @@ struct llama_layer {
     torch::Tensor qkv_weight;      ///< (H*D + 2*K*D, C)
     torch::Tensor qkv_bias;        ///< (H*D + 2*K*D) or undefined
     torch::Tensor gate_up_weight;  ///< (2*F, C)
+    // 4-bit copies for small-batch decoding (llama_model::enable_int4_decode), else undefined
+    int4_weight qkv4, wo4, gate_up4, down4;
     lora_linear& projection(proj p);
     const lora_linear& projection(proj p) const;
 };
@@ -132,11 +147,22 @@ public:
     /// Base parameters (tied embeddings counted once; adapters not counted).
     int64_t n_params() const;
 
+    /// Small-batch decoding from 4-bit copies of the weights (beside the dense ones, which training,
+    /// prefill and large batches keep using): a forward call with at most `max_rows` rows (B*T),
+    /// no gradient and no adapter on a projection uses them. Memory-bound batch-1 decoding reads a
+    /// quarter of the bf16 bytes. CPU only; returns false (and changes nothing) where the kernel
+    /// or the shapes do not allow it.
+    /// `head`: also the LM head (keep it dense when the file stores it in more than 4 bits).
+    bool enable_int4_decode(int64_t max_rows = 4, bool head = true);
+    int64_t int4_max_rows = 0;  ///< 0: off
+    int4_weight output4;        ///< LM head
+
     /// Attention through explicit matmul + softmax instead of scaled_dot_product_attention: the
     /// reference path the fused one is tested against.
     bool explicit_attention = false;
 
 private:
+    bool use_int4(const torch::Tensor& x) const;  // small-batch inference with the 4-bit copies
     /// Which key slots a query may see: `allowed` (B|1, 1, T, S) bool, or plain causal.
     struct attn_mask {
         torch::Tensor allowed;

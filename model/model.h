@@ -30,6 +30,9 @@ struct load_options {
     std::string dtype = "auto";  ///< "auto" (model/dtype.h: measured per machine), "fp32" or "bf16"
     std::string device = "cpu";  ///< "cpu", "cuda", "cuda:N"
     bool tokenizer = true;       ///< also load the tokenizer and chat template (when the checkpoint has them)
+    /// 4-bit copies for small-batch decoding (llama_model::enable_int4_decode): "auto" = on for a
+    /// GGUF whose projections are Q4_1 (their groups kept exactly), on the CPU; "on", "off".
+    std::string int4_decode = "auto";
 };
 
 /// What `slmctl model info` shows.
@@ -46,6 +49,8 @@ struct model_info {
     std::map<std::string, int64_t> tensor_types;  ///< storage type in the file -> number of tensors
     std::string dtype, device;   ///< as loaded
     nlohmann::json dtype_choice; ///< how dtype was chosen (model/dtype.h dtype_choice::to_json)
+    std::string int4_decode = "off";  ///< "off", "layers" or "layers+head": 4-bit copies for small batches
+    std::string head_type;            ///< storage type of the LM head in the file (GGUF), "" if unknown
     std::string tokenizer_kind;  ///< "bpe (gpt2)", "spm", "llama2c", "none"
     std::string chat_format;     ///< chat template family ("chatml", "llama3", ...), "none" when there is none
     std::vector<std::pair<std::string, int32_t>> special_tokens;  ///< ("bos", 1), ("eos", 2), ...

@@ -308,7 +308,11 @@ weight_reader gguf_weights(const gguf_reader& g, const llama_config& c, model_in
         }
         return fmt::format("{}", fmt::join(names, ", "));
     };
-    for (const auto& t : g.tensors()) info.tensor_types[ggml_type_name(t.type)]++;
+    for (const auto& t : g.tensors()) {
+        info.tensor_types[ggml_type_name(t.type)]++;
+        if (t.name == "output.weight" || (t.name == "token_embd.weight" && info.head_type.empty()))
+            info.head_type = ggml_type_name(t.type);
+    }
     return w;
 }
 
@@ -409,6 +413,19 @@ std::unique_ptr<language_model> load_model(const std::string& path, const load_o
                          "GGUF files start with the bytes 'GGUF'; HF directories hold config.json");
     }
     info.n_params = m->decoder_->n_params();
+    if (opt.int4_decode != "auto" && opt.int4_decode != "on" && opt.int4_decode != "off")
+        throw usage_error(fmt::format("int4 decode '{}'", opt.int4_decode), "use auto, on or off");
+    {
+        // auto: only where it keeps the file's own 4-bit groups (Q4_1 projections); the head is
+        // 4-bit only if the file has it so (SmolLM2's tied embedding is Q8_0: it stays dense)
+        const bool q4_file = info.format == source_format::gguf && info.tensor_types.count("Q4_1") &&
+                             info.tensor_types.at("Q4_1") >= 7 * info.n_layers;
+        const bool want = opt.int4_decode == "on" || (opt.int4_decode == "auto" && q4_file);
+        if (want && device.is_cpu()) {
+            const bool head = opt.int4_decode == "on" || info.head_type == "Q4_1";
+            if (m->decoder_->enable_int4_decode(4, head)) info.int4_decode = head ? "layers+head" : "layers";
+        }
+    }
 
     // tokenizer facts for `model info`
     if (m->tokenizer_) {

@@ -4,6 +4,8 @@
 
 #include <torch/torch.h>
 
+#include <array>
+
 #include <cmath>
 #include <limits>
 
@@ -109,6 +111,34 @@ torch::Tensor linear(const torch::Tensor& x, const torch::Tensor& w, const torch
 
 }  // namespace
 
+torch::Tensor int4_weight::forward(const torch::Tensor& x) const {
+    auto sizes = x.sizes().vec();
+    auto x2 = x.reshape({-1, sizes.back()}).to(torch::kBFloat16);            // (M, in)
+    auto y = at::_weight_int4pack_mm_for_cpu(x2, packed, 32, scale_zero);    // (M, out)
+    sizes.back() = y.size(-1);
+    return y.view(sizes).to(x.scalar_type());
+}
+
+int4_weight int4_weight::quantize(const torch::Tensor& w) {
+    int4_weight r;
+    const int64_t N = w.size(0), K = w.size(1), G = 32;
+    if (!w.is_cpu() || K % G != 0 || N % 16 != 0) return r;
+    torch::NoGradGuard ng;
+    auto wg = w.to(torch::kFloat32).view({N, K / G, G});                     // (N, K/G, G)
+    auto mn = std::get<0>(wg.min(-1, true)), mx = std::get<0>(wg.max(-1, true));
+    auto scale = ((mx - mn) / 15).clamp_min(1e-12);                          // (N, K/G, 1)
+    auto q = ((wg - mn) / scale).round().clamp(0, 15).to(torch::kInt32).view({N, K});
+    auto zero = mn + 8 * scale;                                              // w = (q - 8) scale + zero
+    r.scale_zero = torch::stack({scale.squeeze(-1), zero.squeeze(-1)}, -1).transpose(0, 1).contiguous()
+                       .to(torch::kBFloat16);                                // (K/G, N, 2)
+    try {
+        r.packed = at::_convert_weight_to_int4pack_for_cpu(q, 1);
+    } catch (const c10::Error&) {
+        return {};
+    }
+    return r;
+}
+
 torch::Tensor lora_linear::forward(const torch::Tensor& x) const {
     auto y = linear(x, weight, bias);  // (..., out)
     if (lora_a.defined()) {
@@ -208,7 +238,10 @@ void llama_model::to(torch::ScalarType dt, torch::Device dev) {
             auto& P = L.projection(static_cast<proj>(p));
             mv(P.weight), mv(P.bias), mv(P.lora_a), mv(P.lora_b);
         }
+        L.qkv4 = L.wo4 = L.gate_up4 = L.down4 = int4_weight{};  // stale after a cast: enable again
     }
+    output4 = int4_weight{};
+    int4_max_rows = 0;
     finalize();
 }
 
@@ -254,9 +287,11 @@ torch::Tensor llama_model::attention(const llama_layer& L, int64_t layer, const 
     const auto& c = config;
     const int64_t B = x.size(0), T = x.size(1), H = c.n_heads, K = c.n_kv_heads, D = c.head_dim, R = H / K;
     torch::Tensor q, k, v;
-    if (L.qkv_weight.defined() && !L.wq.has_lora() && !L.wk.has_lora() && !L.wv.has_lora() &&
-        L.wq.bias.defined() == L.qkv_bias.defined()) {
-        auto qkv = linear(x, L.qkv_weight, L.qkv_bias);  // (B, T, (H + 2K) * D)
+    const bool no_qkv_lora = !L.wq.has_lora() && !L.wk.has_lora() && !L.wv.has_lora();
+    if (L.qkv_weight.defined() && no_qkv_lora && L.wq.bias.defined() == L.qkv_bias.defined()) {
+        auto qkv = use_int4(x) && L.qkv4.defined()
+                       ? (L.qkv_bias.defined() ? L.qkv4.forward(x) + L.qkv_bias : L.qkv4.forward(x))
+                       : linear(x, L.qkv_weight, L.qkv_bias);  // (B, T, (H + 2K) * D)
         q = qkv.narrow(-1, 0, H * D);
         k = qkv.narrow(-1, H * D, K * D);
         v = qkv.narrow(-1, (H + K) * D, K * D);
@@ -307,6 +342,7 @@ torch::Tensor llama_model::attention(const llama_layer& L, int64_t layer, const 
                                              /*scale=*/std::nullopt, /*enable_gqa=*/K != H);  // (B, H, T, D)
     }
     y = y.transpose(1, 2).reshape({B, T, H * D}).to(x.scalar_type());                 // (B, T, H*D)
+    if (use_int4(y) && L.wo4.defined() && !L.wo.has_lora()) return L.wo4.forward(y);
     return L.wo.forward(y);                                                       // (B, T, C)
 }
 
@@ -356,20 +392,54 @@ torch::Tensor llama_model::forward(const forward_args& a) const {
         auto m = rms_norm(h, L.ffn_norm, c.rms_eps);  // (B, T, C)
         torch::Tensor gate, up;  // (B, T, F)
         if (L.gate_up_weight.defined() && !L.w_gate.has_lora() && !L.w_up.has_lora()) {
-            auto gu = linear(m, L.gate_up_weight, torch::Tensor());  // (B, T, 2F)
+            auto gu = use_int4(m) && L.gate_up4.defined() ? L.gate_up4.forward(m)
+                                                          : linear(m, L.gate_up_weight, torch::Tensor());  // (B, T, 2F)
             gate = gu.narrow(-1, 0, c.ffn_dim);
             up = gu.narrow(-1, c.ffn_dim, c.ffn_dim);
         } else {
             gate = L.w_gate.forward(m), up = L.w_up.forward(m);
         }
-        auto ff = L.w_down.forward(torch::silu(gate) * up);  // (B, T, C)
+        auto act = torch::silu(gate) * up;  // (B, T, F)
+        auto ff = use_int4(act) && L.down4.defined() && !L.w_down.has_lora() ? L.down4.forward(act)
+                                                                            : L.w_down.forward(act);  // (B, T, C)
         x = h + ff;
     }
     if (a.cache) a.cache->len = S;
     if (a.last_only) x = x.narrow(1, T - 1, 1);  // (B, 1, C)
     x = rms_norm(x, out_norm, c.rms_eps);
     if (a.hidden) return x.to(torch::kFloat32);  // (B, T, C)
+    if (use_int4(x) && output4.defined()) return output4.forward(x).to(torch::kFloat32);  // (B, T, V)
     return linear(x, output, torch::Tensor()).to(torch::kFloat32);  // (B, T, V)
+}
+
+bool llama_model::use_int4(const torch::Tensor& x) const {
+    return int4_max_rows > 0 && x.numel() / x.size(-1) <= int4_max_rows && !torch::GradMode::is_enabled() &&
+           x.is_cpu();
+}
+
+bool llama_model::enable_int4_decode(int64_t max_rows, bool head_too) {
+    if (!device().is_cpu() || layers.empty()) return false;
+    std::vector<std::array<int4_weight, 4>> q(layers.size());
+    for (size_t l = 0; l < layers.size(); ++l) {
+        const auto& L = layers[l];
+        if (!L.qkv_weight.defined() || !L.gate_up_weight.defined()) return false;
+        q[l] = {int4_weight::quantize(L.qkv_weight), int4_weight::quantize(L.wo.weight),
+                int4_weight::quantize(L.gate_up_weight), int4_weight::quantize(L.w_down.weight)};
+        for (const auto& w : q[l])
+            if (!w.defined()) return false;
+    }
+    int4_weight head;
+    if (head_too) {
+        head = int4_weight::quantize(output);
+        if (!head.defined()) return false;
+    }
+    for (size_t l = 0; l < layers.size(); ++l) {
+        auto& L = layers[l];
+        L.qkv4 = q[l][0], L.wo4 = q[l][1], L.gate_up4 = q[l][2], L.down4 = q[l][3];
+    }
+    output4 = head;
+    int4_max_rows = max_rows;
+    return true;
 }
 
 torch::Tensor llama_model::forward(const torch::Tensor& tokens) const {

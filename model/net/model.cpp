@@ -37,6 +37,7 @@ nlohmann::json model_info::to_json() const {
         {"tensor_types", tensor_types},
         {"dtype", dtype},
         {"dtype_choice", dtype_choice},
+        {"int4_decode", int4_decode},
         {"device", device},
         {"tokenizer", tokenizer_kind},
         {"chat_template", chat_format},

@@ -212,3 +212,43 @@ TEST_CASE("profile: SmolLM2 decode ops (writes /tmp/slm-trace.json)" * doctest::
         generate(m->decoder(), prompts, sp);
     }
 }
+
+TEST_CASE("int4 decode: Q4_1-shaped weights are kept exactly; SmolLM2 greedy answers equal the dense path") {
+    torch::NoGradGuard ng;
+    // w = d q + m per group of 32 with q in 0..15 and both ends present: what a Q4_1 file holds
+    const int64_t N = 64, K = 128;
+    auto q = torch::randint(0, 16, {N, K / 32, 32}, torch::TensorOptions().dtype(torch::kInt64));
+    q.select(2, 0).fill_(0);
+    q.select(2, 31).fill_(15);
+    // bf16-representable d and m, so that only the kernel's bf16 arithmetic remains
+    auto d = (torch::rand({N, K / 32, 1}) * 0.05 + 0.01).to(torch::kBFloat16).to(torch::kFloat32);
+    auto mn = (-torch::rand({N, K / 32, 1}) * 0.4).to(torch::kBFloat16).to(torch::kFloat32);
+    auto w = (q.to(torch::kFloat32) * d + mn).view({N, K});
+    auto w4 = int4_weight::quantize(w);
+    REQUIRE(w4.defined());
+    auto x = torch::randn({3, K}).to(torch::kBFloat16).to(torch::kFloat32);
+    auto ref = torch::linear(x, w);
+    auto got = w4.forward(x);
+    const float err = (got - ref).abs().max().item<float>(), scale = ref.abs().max().item<float>();
+    MESSAGE("int4 vs dense on Q4_1-shaped weights: max abs diff " << err << " of " << scale);
+    CHECK(err <= 0.02f * scale);  // bf16 output rounding and bf16 zero = m + 8 d
+    CHECK(!int4_weight::quantize(torch::randn({64, 100})).defined());  // in % 32 != 0: no 4-bit copy
+
+    const std::string path = default_smollm2_path();
+    REQUIRE_MESSAGE(std::filesystem::exists(path), "SmolLM2 GGUF not found at " << path);
+    set_torch_threads(1);
+    load_options on, off;
+    on.dtype = off.dtype = "fp32";
+    off.int4_decode = "off";
+    auto m4 = load_model(path, on), md = load_model(path, off);
+    CHECK(m4->info().int4_decode == "layers");  // the tied Q8_0 embedding stays dense
+    CHECK(md->info().int4_decode == "off");
+    text_params p;
+    p.sampling.max_tokens = 40;
+    for (const char* question : {"What is the capital of France?", "Name three primary colors."}) {
+        auto a = m4->chat_generate({{{"user", question}}}, p)[0].text;
+        auto b = md->chat_generate({{{"user", question}}}, p)[0].text;
+        MESSAGE("int4: " << a << "\ndense: " << b);
+        CHECK(a == b);
+    }
+}
