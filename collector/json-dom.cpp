@@ -7,10 +7,6 @@
 
 #include "common/text.h"
 
-#if defined(__AVX2__)
-#include <immintrin.h>
-#endif
-
 namespace slm::collector::json {
 
 namespace {
@@ -32,26 +28,7 @@ inline const char* skip_ws(const char* p, const char* end) {
 }
 
 // First byte at or after p that is '"', '\\', a control character or non-ASCII; end if none.
-inline const char* skip_plain(const char* p, const char* end) {
-#if defined(__AVX2__)
-    const __m256i quote = _mm256_set1_epi8('"'), bslash = _mm256_set1_epi8('\\'), space = _mm256_set1_epi8(0x20);
-    while (end - p >= 32) {
-        __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
-        // signed compare: bytes < 0x20 and bytes >= 0x80 (negative) both test "less than space"
-        __m256i m = _mm256_or_si256(_mm256_or_si256(_mm256_cmpeq_epi8(v, quote), _mm256_cmpeq_epi8(v, bslash)),
-                                    _mm256_cmpgt_epi8(space, v));
-        uint32_t mask = static_cast<uint32_t>(_mm256_movemask_epi8(m));
-        if (mask) return p + __builtin_ctz(mask);
-        p += 32;
-    }
-#endif
-    while (p < end) {
-        unsigned char c = static_cast<unsigned char>(*p);
-        if (c == '"' || c == '\\' || c < 0x20 || c >= 0x80) return p;
-        ++p;
-    }
-    return end;
-}
+inline const char* skip_plain(const char* p, const char* end) { return find_json_special(p, end, /*non_ascii=*/true); }
 
 uint32_t read_hex4(const char* p) {
     uint32_t v = 0;

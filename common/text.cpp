@@ -12,32 +12,40 @@ namespace slm {
 
 namespace {
 
-// First byte needing a JSON escape ('"', '\\', < 0x20); end if none.
-inline const char* find_escapable(const char* p, const char* end) {
+// First byte that is '"', '\\' or a control character, or (NonAscii) any byte >= 0x80; end if none.
+template <bool NonAscii>
+const char* find_special(const char* p, const char* end) {
 #if defined(__AVX2__)
     const __m256i quote = _mm256_set1_epi8('"'), bslash = _mm256_set1_epi8('\\');
-    const __m256i lim = _mm256_set1_epi8(0x1f);
+    const __m256i space = _mm256_set1_epi8(0x20), lim = _mm256_set1_epi8(0x1f);
     while (end - p >= 32) {
-        __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
-        // unsigned v <= 0x1f  <=>  min(v, 0x1f) == v
-        __m256i ctl = _mm256_cmpeq_epi8(_mm256_min_epu8(v, lim), v);
-        __m256i m = _mm256_or_si256(_mm256_or_si256(_mm256_cmpeq_epi8(v, quote), _mm256_cmpeq_epi8(v, bslash)), ctl);
-        uint32_t mask = static_cast<uint32_t>(_mm256_movemask_epi8(m));
+        const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+        // NonAscii: signed v < 0x20 holds for controls and for bytes >= 0x80 (negative);
+        // else unsigned v <= 0x1f, i.e. min(v, 0x1f) == v
+        const __m256i ctl = NonAscii ? _mm256_cmpgt_epi8(space, v) : _mm256_cmpeq_epi8(_mm256_min_epu8(v, lim), v);
+        const __m256i m = _mm256_or_si256(_mm256_or_si256(_mm256_cmpeq_epi8(v, quote), _mm256_cmpeq_epi8(v, bslash)), ctl);
+        const uint32_t mask = static_cast<uint32_t>(_mm256_movemask_epi8(m));
         if (mask) return p + __builtin_ctz(mask);
         p += 32;
     }
 #endif
     while (p < end) {
-        unsigned char c = static_cast<unsigned char>(*p);
-        if (c == '"' || c == '\\' || c < 0x20) return p;
+        const unsigned char c = static_cast<unsigned char>(*p);
+        if (c == '"' || c == '\\' || c < 0x20 || (NonAscii && c >= 0x80)) return p;
         ++p;
     }
     return end;
 }
 
+inline const char* find_escapable(const char* p, const char* end) { return find_special<false>(p, end); }
+
 inline bool is_space(unsigned char c) { return c == ' ' || (c >= '\t' && c <= '\r'); }
 
 }  // namespace
+
+const char* find_json_special(const char* p, const char* end, bool non_ascii) {
+    return non_ascii ? find_special<true>(p, end) : find_special<false>(p, end);
+}
 
 bool json_needs_no_escape(std::string_view s) {
     return find_escapable(s.data(), s.data() + s.size()) == s.data() + s.size();

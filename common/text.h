@@ -15,6 +15,10 @@ namespace slm {
 void json_escape_into(std::string& out, std::string_view s);
 /// `s` JSON-escaped and quoted: "\"a\\nb\"".
 std::string json_quoted(std::string_view s);
+/// The first byte in [p, end) that a JSON string cannot hold as is ('"', '\\', a control
+/// character), or, with `non_ascii`, also any byte >= 0x80 (for a scanner that validates UTF-8
+/// there); `end` when there is none. 32 bytes at a time with AVX2.
+const char* find_json_special(const char* p, const char* end, bool non_ascii = false);
 /// True when no byte of `s` needs escaping inside a JSON string.
 bool json_needs_no_escape(std::string_view s);
 
