@@ -45,7 +45,13 @@ public:
         SLM_ASSERT(v.size() == docs.size() * static_cast<size_t>(dim()), "model returned {} floats", v.size());
         std::copy(v.begin(), v.end(), out);
     }
-    nlohmann::json params() const override { return {{"model", path_}, {"pooling", "mean"}, {"max_tokens", 256}}; }
+    nlohmann::json params() const override {
+        return {{"model", path_},
+                {"pooling", "mean"},
+                {"max_tokens", 256},
+                {"dtype", m_->info().dtype},
+                {"dtype_choice", m_->info().dtype_choice}};
+    }
     std::vector<uint8_t> save() const override {
         auto s = nlohmann::json{{"model", path_}}.dump();
         return {s.begin(), s.end()};
