@@ -100,6 +100,9 @@ public:
     bool in_transaction() const;
     /// How long a statement waits for another connection's write lock before SQLITE_BUSY.
     void set_busy_timeout(int ms);
+    /// For a bulk load into indexes with random keys (collect): a page cache that holds a batch,
+    /// fewer, larger WAL checkpoints.
+    void tune_for_bulk_load();
 
     /// Error with the db path, the SQL (if any) and sqlite's message.
     [[noreturn]] void fail(std::string_view what, std::string_view sql = {}) const;

@@ -14,17 +14,12 @@
 #include "common/common.h"
 #include "store/stages.h"
 #include "../test-util.h"
+#include "helpers.h"
 
 using namespace slm;
 using json = nlohmann::json;
 
 namespace {
-
-int64_t scalar(store::db& d, const std::string& sql) {
-    auto s = d.prepare(sql);
-    REQUIRE(s.step());
-    return s.get_int(0);
-}
 
 std::string host() {
     char b[256] = {};
@@ -37,7 +32,7 @@ bool wait_running(const std::string& path, int n) {
     for (int i = 0; i < 2000; ++i) {
         {
             auto d = store::db::open(path, store::open_mode::read_only);
-            if (scalar(d, "SELECT count(*) FROM runs WHERE status = 'running'") >= n) return true;
+            if (test::scalar(d, "SELECT count(*) FROM runs WHERE status = 'running'") >= n) return true;
         }
         std::this_thread::sleep_for(std::chrono::milliseconds(10));
     }
@@ -245,7 +240,7 @@ TEST_CASE("SIGKILL: the row stays 'running', every reader sees 'interrupted', no
     int64_t killed = 0;
     {
         auto d = store::db::open(path, store::open_mode::read_only);
-        killed = scalar(d, "SELECT max(id) FROM runs");
+        killed = test::scalar(d, "SELECT max(id) FROM runs");
         CHECK(killed > ok_run);
         auto r = store::get_run(d, killed);
         REQUIRE(r);

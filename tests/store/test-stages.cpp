@@ -9,23 +9,12 @@
 #include "store/schema.h"
 #include "store/stages.h"
 #include "../test-util.h"
+#include "helpers.h"
 
 using namespace slm;
 using json = nlohmann::json;
 
 namespace {
-
-int64_t scalar(store::db& d, const std::string& sql) {
-    auto s = d.prepare(sql);
-    REQUIRE(s.step());
-    return s.get_int(0);
-}
-
-std::string text(store::db& d, const std::string& sql) {
-    auto s = d.prepare(sql);
-    REQUIRE(s.step());
-    return s.get_text(0);
-}
 
 /// Stores three calls through collect's writer: two of workload "ops" (one a tool call), one of "chat".
 std::vector<int64_t> add_calls(store::db& d) {
@@ -84,9 +73,9 @@ TEST_CASE("calls: collect's writer stores NULLs for empty optional fields; get_c
     auto d = store::db::open(t / "a.db");
     auto ids = add_calls(d);
     REQUIRE(ids.size() == 3);
-    CHECK(scalar(d, "SELECT count(*) FROM quarantine") == 1);
-    CHECK(scalar(d, "SELECT response_id IS NULL AND tools IS NULL AND prompt_tokens IS NULL FROM calls WHERE content_id = 'c-b'") == 1);
-    CHECK(scalar(d, "SELECT response_text IS NULL FROM calls WHERE content_id = 'c-a'") == 1);
+    CHECK(test::scalar(d, "SELECT count(*) FROM quarantine") == 1);
+    CHECK(test::scalar(d, "SELECT response_id IS NULL AND tools IS NULL AND prompt_tokens IS NULL FROM calls WHERE content_id = 'c-b'") == 1);
+    CHECK(test::scalar(d, "SELECT response_text IS NULL FROM calls WHERE content_id = 'c-a'") == 1);
     auto a = store::get_call(d, ids[0]);
     REQUIRE(a);
     CHECK(a->content_id == "c-a");
@@ -190,7 +179,7 @@ TEST_CASE("a clustering run: clusters (noise last), members, the calls of a clus
     CHECK(json::parse(cl[0].stats)["top_terms"][0]["term"] == "refund");
     CHECK(cl[1].idx == -1);
     CHECK(!cl[1].suitability.has_value());
-    CHECK(scalar(d, "SELECT length(centroid) FROM clusters WHERE idx = 0") == 8);
+    CHECK(test::scalar(d, "SELECT length(centroid) FROM clusters WHERE idx = 0") == 8);
 
     auto mem = store::members_of_run(d, r);
     REQUIRE(mem.size() == 3);
@@ -290,19 +279,19 @@ TEST_CASE("migration 2 -> 3 keeps every row; new columns get their defaults; db 
     }
     auto d = store::db::open(path);
     CHECK(d.user_version() == 3);
-    CHECK(scalar(d, "SELECT count(*) FROM runs") == 3);
-    CHECK(scalar(d, "SELECT count(*) FROM calls") == 2);
-    CHECK(scalar(d, "SELECT count(*) FROM cluster_members") == 2);
-    CHECK(scalar(d, "SELECT count(*) FROM adapters") == 1);
-    CHECK(scalar(d, "SELECT count(*) FROM eval_results") == 1);
-    CHECK(text(d, "SELECT summary FROM runs WHERE id = 1") == R"({"ingested":2})");
-    CHECK(text(d, "SELECT device FROM runs WHERE id = 1") == "{}");
-    CHECK(scalar(d, "SELECT error IS NULL AND pid IS NULL FROM runs WHERE id = 1") == 1);
-    CHECK(text(d, "SELECT variant FROM eval_results") == "customized");
-    CHECK(text(d, "SELECT model FROM eval_results").empty());
-    CHECK(text(d, "SELECT loss_curve FROM adapters") == "[]");
-    CHECK(scalar(d, "SELECT base_model_sha256 IS NULL FROM adapters") == 1);
-    CHECK(text(d, "SELECT base_model FROM adapters") == "/models/smol.gguf");
+    CHECK(test::scalar(d, "SELECT count(*) FROM runs") == 3);
+    CHECK(test::scalar(d, "SELECT count(*) FROM calls") == 2);
+    CHECK(test::scalar(d, "SELECT count(*) FROM cluster_members") == 2);
+    CHECK(test::scalar(d, "SELECT count(*) FROM adapters") == 1);
+    CHECK(test::scalar(d, "SELECT count(*) FROM eval_results") == 1);
+    CHECK(test::scalar_text(d, "SELECT summary FROM runs WHERE id = 1") == R"({"ingested":2})");
+    CHECK(test::scalar_text(d, "SELECT device FROM runs WHERE id = 1") == "{}");
+    CHECK(test::scalar(d, "SELECT error IS NULL AND pid IS NULL FROM runs WHERE id = 1") == 1);
+    CHECK(test::scalar_text(d, "SELECT variant FROM eval_results") == "customized");
+    CHECK(test::scalar_text(d, "SELECT model FROM eval_results").empty());
+    CHECK(test::scalar_text(d, "SELECT loss_curve FROM adapters") == "[]");
+    CHECK(test::scalar(d, "SELECT base_model_sha256 IS NULL FROM adapters") == 1);
+    CHECK(test::scalar_text(d, "SELECT base_model FROM adapters") == "/models/smol.gguf");
     // the variant is checked; the new table works
     CHECK_THROWS_AS(d.exec("UPDATE eval_results SET variant = 'other'"), user_error);
     d.exec("UPDATE eval_results SET variant = 'icl', model = '/models/smol.gguf'");
