@@ -20,7 +20,8 @@ struct model_args {
     std::string prompt;    ///< generate --prompt
     std::string chat;      ///< generate --chat
     std::string system;    ///< generate --system
-    std::string dtype = "fp32";
+    std::string dtype = "auto";
+    std::string int4 = "auto";  ///< --int4-decode
     int batch = 1;         ///< generate --batch: the prompt N times (throughput check)
     model::sampling_params sampling;
 };
@@ -32,6 +33,7 @@ model_args& args() {
 std::unique_ptr<model::language_model> load(bool tokenizer = true) {
     model::load_options o;
     o.dtype = args().dtype;
+    o.int4_decode = args().int4;
     o.device = globals().device;
     o.tokenizer = tokenizer;
     return model::load_model(args().path, o);
@@ -66,6 +68,17 @@ void info_main() {
                                 i.special_tokens[k].second, k < i.special_texts.size() ? i.special_texts[k] : "");
     fmt::print("special tokens  {}\n", specials.empty() ? "none" : specials);
     fmt::print("loaded as       {} on {} in {:.2f} s\n", i.dtype, i.device, i.load_s);
+    if (const auto& d = i.dtype_choice; d.is_object()) {
+        std::string why = d.value("reason", "");
+        if (d.contains("gflops"))
+            why += fmt::format(": fp32 {:.0f} / bf16 {:.0f} GFLOP/s at M 256, {:.0f} / {:.0f} at M 8 ({})",
+                               d["gflops"].value("fp32_m256", 0.0), d["gflops"].value("bf16_m256", 0.0),
+                               d["gflops"].value("fp32_m8", 0.0), d["gflops"].value("bf16_m8", 0.0),
+                               d.value("machine", ""));
+        fmt::print("dtype choice    {} ({}: {})\n", i.dtype, d.value("requested", ""), why);
+    }
+    fmt::print("int4 decode     {}\n", i.int4_decode == "off" ? std::string("off")
+                                        : i.int4_decode + " (4-bit copies for decoding at most 4 rows)");
 }
 
 // A tokenizer.json, a directory or a GGUF file: only the tokenizer is loaded (a vocab-only GGUF
@@ -177,7 +190,7 @@ void set_model_command(CLI::App& sub) {
     gen->add_option("--temperature", a.sampling.temperature, "0 = greedy")->capture_default_str()->check(CLI::NonNegativeNumber);
     gen->add_option("--top-p", a.sampling.top_p, "Nucleus sampling mass")->capture_default_str()->check(CLI::Range(0.0, 1.0));
     gen->add_option("--seed", a.sampling.seed, "Sampling seed")->capture_default_str();
-    gen->add_option("--dtype", a.dtype, "Weights and activations")->capture_default_str()->check(CLI::IsMember({"fp32", "bf16"}));
+    gen->add_option("--dtype", a.dtype, "Weights and activations (auto: measured on this machine)")->capture_default_str()->check(CLI::IsMember({"auto", "fp32", "bf16"}));
     gen->add_option("--batch", a.batch, "Generate for N copies of the prompt at once (throughput check)")
         ->capture_default_str()
         ->check(CLI::Range(1, 4096));
@@ -185,7 +198,10 @@ void set_model_command(CLI::App& sub) {
         if (pr->count() == 0 && ch->count() == 0) throw usage_error("model generate needs --prompt or --chat");
         generate_main();
     });
-    for (auto* s : {info, tok}) s->add_option("--dtype", a.dtype, "Weights dtype")->capture_default_str()->check(CLI::IsMember({"fp32", "bf16"}));
+    for (auto* s : {info, gen})
+        s->add_option("--int4-decode", a.int4, "4-bit weight copies for small-batch decoding (auto: Q4_1 GGUFs)")
+            ->capture_default_str()->check(CLI::IsMember({"auto", "on", "off"}));
+    for (auto* s : {info, tok}) s->add_option("--dtype", a.dtype, "Weights dtype (auto: measured on this machine)")->capture_default_str()->check(CLI::IsMember({"auto", "fp32", "bf16"}));
 }
 
 }  // namespace slm::cli

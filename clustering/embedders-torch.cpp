@@ -35,8 +35,16 @@ private:
 
 /// model:PATH: any checkpoint model/ loads, mean-pooled final hidden states (model.h).
 class decoder_embedder final : public embedder {
+    // fp32, not auto: with bf16 hidden states SmolLM2's mean-pooled vectors of the 368 real pairs
+    // all fall within bf16's resolution of one another and k-means finds 1 cluster (15 in fp32)
+    static model::load_options options() {
+        model::load_options o;
+        o.dtype = "fp32";
+        return o;
+    }
+
 public:
-    explicit decoder_embedder(std::string path) : path_(std::move(path)), m_(model::load_model(path_)) {}
+    explicit decoder_embedder(std::string path) : path_(std::move(path)), m_(model::load_model(path_, options())) {}
     std::string name() const override { return "model:" + path_; }
     int dim() const override { return static_cast<int>(m_->info().dim); }
     void embed(const std::vector<std::string_view>& docs, float* out) const override {
