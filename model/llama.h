@@ -4,6 +4,8 @@
 #include <torch/torch.h>
 
 #include <cstdint>
+#include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -153,8 +155,13 @@ public:
     /// quarter of the bf16 bytes. CPU only; returns false (and changes nothing) where the kernel
     /// or the shapes do not allow it.
     /// `head`: also the LM head (keep it dense when the file stores it in more than 4 bits).
+    /// The copies are made on the first forward call that uses them (a few seconds for SmolLM2),
+    /// so loading, training and large batches never pay for them.
     bool enable_int4_decode(int64_t max_rows = 4, bool head = true);
     int64_t int4_max_rows = 0;  ///< 0: off
+    /// Makes the 4-bit copies now if decoding `rows` sequences will use them (generation calls it
+    /// before its clock starts).
+    void prepare_decode(int64_t rows) const;
     int4_weight output4;        ///< LM head
 
     /// Attention through explicit matmul + softmax instead of scaled_dot_product_attention: the
@@ -163,6 +170,9 @@ public:
 
 private:
     bool use_int4(const torch::Tensor& x) const;  // small-batch inference with the 4-bit copies
+    void build_int4();                            // makes the copies (once, from use_int4)
+    bool int4_head_ = false;
+    std::shared_ptr<std::once_flag> int4_once_;
     /// Which key slots a query may see: `allowed` (B|1, 1, T, S) bool, or plain causal.
     struct attn_mask {
         torch::Tensor allowed;

@@ -4,7 +4,11 @@
 
 #include <torch/torch.h>
 
+#include <ATen/Parallel.h>
+
+#include <algorithm>
 #include <array>
+#include <chrono>
 
 #include <cmath>
 #include <limits>
@@ -124,13 +128,29 @@ int4_weight int4_weight::quantize(const torch::Tensor& w) {
     const int64_t N = w.size(0), K = w.size(1), G = 32;
     if (!w.is_cpu() || K % G != 0 || N % 16 != 0) return r;
     torch::NoGradGuard ng;
-    auto wg = w.to(torch::kFloat32).view({N, K / G, G});                     // (N, K/G, G)
-    auto mn = std::get<0>(wg.min(-1, true)), mx = std::get<0>(wg.max(-1, true));
-    auto scale = ((mx - mn) / 15).clamp_min(1e-12);                          // (N, K/G, 1)
-    auto q = ((wg - mn) / scale).round().clamp(0, 15).to(torch::kInt32).view({N, K});
-    auto zero = mn + 8 * scale;                                              // w = (q - 8) scale + zero
-    r.scale_zero = torch::stack({scale.squeeze(-1), zero.squeeze(-1)}, -1).transpose(0, 1).contiguous()
-                       .to(torch::kBFloat16);                                // (K/G, N, 2)
+    // one pass per group of 32 (min, max, scale, q): the tensor-op version made ~8 passes and took
+    // seconds for SmolLM2
+    auto wf = w.to(torch::kFloat32).contiguous();                            // (N, K)
+    auto q = torch::empty({N, K}, torch::TensorOptions().dtype(torch::kInt32));
+    auto sz = torch::empty({K / G, N, 2}, torch::TensorOptions().dtype(torch::kFloat32));  // scale, zero
+    const float* src = wf.data_ptr<float>();
+    int32_t* qd = q.data_ptr<int32_t>();
+    float* szd = sz.data_ptr<float>();
+    at::parallel_for(0, N, 16, [&](int64_t n0, int64_t n1) {
+        for (int64_t n = n0; n < n1; ++n)
+            for (int64_t g = 0; g < K / G; ++g) {
+                const float* x = src + n * K + g * G;
+                float mn = x[0], mx = x[0];
+                for (int64_t i = 1; i < G; ++i) mn = std::min(mn, x[i]), mx = std::max(mx, x[i]);
+                const float scale = std::max((mx - mn) / 15.f, 1e-12f), inv = 1.f / scale;
+                int32_t* qo = qd + n * K + g * G;
+                for (int64_t i = 0; i < G; ++i)
+                    qo[i] = static_cast<int32_t>(std::clamp(std::nearbyint((x[i] - mn) * inv), 0.f, 15.f));
+                szd[(g * N + n) * 2] = scale;
+                szd[(g * N + n) * 2 + 1] = mn + 8.f * scale;                 // w = (q - 8) scale + zero
+            }
+    });
+    r.scale_zero = sz.to(torch::kBFloat16);                                  // (K/G, N, 2)
     try {
         r.packed = at::_convert_weight_to_int4pack_for_cpu(q, 1);
     } catch (const c10::Error&) {
@@ -413,33 +433,42 @@ torch::Tensor llama_model::forward(const forward_args& a) const {
 }
 
 bool llama_model::use_int4(const torch::Tensor& x) const {
-    return int4_max_rows > 0 && x.numel() / x.size(-1) <= int4_max_rows && !torch::GradMode::is_enabled() &&
-           x.is_cpu();
+    if (int4_max_rows <= 0 || x.numel() / x.size(-1) > int4_max_rows || torch::GradMode::is_enabled() || !x.is_cpu())
+        return false;
+    // the copies belong to the weights, not to this call: made once, on first use
+    std::call_once(*int4_once_, [this] { const_cast<llama_model*>(this)->build_int4(); });
+    return true;
+}
+
+void llama_model::prepare_decode(int64_t rows) const {
+    if (int4_max_rows > 0 && rows <= int4_max_rows && device().is_cpu())
+        std::call_once(*int4_once_, [this] { const_cast<llama_model*>(this)->build_int4(); });
 }
 
 bool llama_model::enable_int4_decode(int64_t max_rows, bool head_too) {
     if (!device().is_cpu() || layers.empty()) return false;
-    std::vector<std::array<int4_weight, 4>> q(layers.size());
-    for (size_t l = 0; l < layers.size(); ++l) {
-        const auto& L = layers[l];
-        if (!L.qkv_weight.defined() || !L.gate_up_weight.defined()) return false;
-        q[l] = {int4_weight::quantize(L.qkv_weight), int4_weight::quantize(L.wo.weight),
-                int4_weight::quantize(L.gate_up_weight), int4_weight::quantize(L.w_down.weight)};
-        for (const auto& w : q[l])
-            if (!w.defined()) return false;
-    }
-    int4_weight head;
-    if (head_too) {
-        head = int4_weight::quantize(output);
-        if (!head.defined()) return false;
-    }
-    for (size_t l = 0; l < layers.size(); ++l) {
-        auto& L = layers[l];
-        L.qkv4 = q[l][0], L.wo4 = q[l][1], L.gate_up4 = q[l][2], L.down4 = q[l][3];
-    }
-    output4 = head;
+    // the kernel's shape rules, checked now so that the lazy build cannot fail
+    auto ok = [](const torch::Tensor& w) { return w.defined() && w.size(1) % 32 == 0 && w.size(0) % 16 == 0; };
+    for (const auto& L : layers)
+        if (!ok(L.qkv_weight) || !ok(L.wo.weight) || !ok(L.gate_up_weight) || !ok(L.w_down.weight)) return false;
+    if (head_too && !ok(output)) return false;
+    int4_head_ = head_too;
+    int4_once_ = std::make_shared<std::once_flag>();
     int4_max_rows = max_rows;
     return true;
+}
+
+void llama_model::build_int4() {
+    const auto t0 = std::chrono::steady_clock::now();
+    torch::NoGradGuard ng;
+    for (auto& L : layers) {
+        L.qkv4 = int4_weight::quantize(L.qkv_weight);
+        L.wo4 = int4_weight::quantize(L.wo.weight);
+        L.gate_up4 = int4_weight::quantize(L.gate_up_weight);
+        L.down4 = int4_weight::quantize(L.w_down.weight);
+    }
+    if (int4_head_) output4 = int4_weight::quantize(output);
+    log_verbose("int4 decode copies made in {:.2f} s", std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
 }
 
 torch::Tensor llama_model::forward(const torch::Tensor& tokens) const {
