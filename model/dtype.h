@@ -26,7 +26,7 @@ struct dtype_choice {
     double fp32_gflops_m8 = 0; ///< rows M = 8 (batched decoding)
     double bf16_gflops_m8 = 0;
     std::string machine;       ///< CPU model name, libtorch version, threads
-    double load_avg = 0;       ///< 1-minute load average when probed (a busy probe is not cached)
+    double load_avg = 0;       ///< 1-minute load average when probed (a busy probe is redone when quiet)
     nlohmann::json to_json() const;
 };
 

@@ -149,10 +149,14 @@ dtype_choice choose_dtype(const std::string& requested, const std::string& devic
             if (j.is_object()) cache = std::move(j);  // a corrupt cache is re-measured, not an error
         }
     }
+    // a cached probe is used, except one taken under load (> 1.5x the cores) when the machine is
+    // quiet now (< 0.5x): that one is measured again and replaced
+    const double cores = available_cores();
     if (cache.contains(key) && cache[key].is_object()) {
         const auto& e = cache[key];
+        const bool busy_then = e.value("load_avg", 0.0) > 1.5 * cores, quiet_now = load_average() < 0.5 * cores;
         c.choice = e.value("choice", "");
-        if (c.choice == "fp32" || c.choice == "bf16") {
+        if ((c.choice == "fp32" || c.choice == "bf16") && !(busy_then && quiet_now)) {
             c.reason = "cached probe";
             c.fp32_gflops = e.value("fp32_m256", 0.0);
             c.bf16_gflops = e.value("bf16_m256", 0.0);
@@ -166,12 +170,9 @@ dtype_choice choose_dtype(const std::string& requested, const std::string& devic
     c = probe_dtype_now(shapes);
     log_verbose("dtype auto: fp32 {:.0f} GFLOP/s, bf16 {:.0f} GFLOP/s (M 256, {}) -> {}", c.fp32_gflops,
                 c.bf16_gflops, shapes.key(), c.choice);
-    // a probe taken while other work fills the cores is used for this run but not cached: the next
-    // run measures again (one busy moment must not fix the choice for good)
-    if (c.load_avg > 1.5 * available_cores()) {
-        log_verbose("dtype probe not cached: load average {:.1f} on {} cores", c.load_avg, available_cores());
-        return c;
-    }
+    if (c.load_avg > 1.5 * cores)
+        log_verbose("dtype probe taken under load {:.1f} on {:.0f} cores: re-measured once the machine is quiet",
+                    c.load_avg, cores);
     cache[key] = {{"choice", c.choice},          {"fp32_m256", c.fp32_gflops}, {"bf16_m256", c.bf16_gflops},
                   {"fp32_m8", c.fp32_gflops_m8}, {"bf16_m8", c.bf16_gflops_m8}, {"load_avg", c.load_avg}};
     // written to a temp file and renamed: concurrent processes never see half a cache
