@@ -12,6 +12,7 @@
 #include "clustering/clustering.h"
 #include "clustering/sampling.h"
 #include "common/common.h"
+#include "common/timing.h"
 #include "store/stages.h"
 
 namespace slm::clustering {
@@ -20,9 +21,6 @@ namespace {
 
 using clock_type = std::chrono::steady_clock;
 
-double seconds_since(clock_type::time_point t) {
-    return std::chrono::duration<double>(clock_type::now() - t).count();
-}
 
 /// The calls to cluster, their task texts packed in one arena (1M calls: no per-call allocation).
 struct corpus {

@@ -316,12 +316,6 @@ weight_reader gguf_weights(const gguf_reader& g, const llama_config& c, model_in
     return w;
 }
 
-bool has_gguf_magic(const std::string& path) {
-    std::ifstream f(path, std::ios::binary);
-    char m[4] = {};
-    return f.read(m, 4) && std::memcmp(m, "GGUF", 4) == 0;
-}
-
 void fill_info_from_config(model_info& info, const llama_config& c) {
     info.architecture = c.arch;
     info.n_layers = c.n_layers, info.dim = c.dim, info.n_heads = c.n_heads, info.n_kv_heads = c.n_kv_heads;
@@ -378,7 +372,7 @@ std::unique_ptr<language_model> load_model(const std::string& path, const load_o
     } else if (!fs::exists(path, ec)) {
         throw user_error(fmt::format("{}: no such file or directory", path),
                          fmt::format("give a GGUF file or an HF model directory; fetched models live in {}", models_dir()));
-    } else if (has_gguf_magic(path)) {
+    } else if (is_gguf_file(path)) {
         info.format = source_format::gguf;
         gguf_reader g(path);
         info.name = g.get_string("general.name", fs::path(path).stem().string());

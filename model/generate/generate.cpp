@@ -11,6 +11,7 @@
 #include <numeric>
 
 #include "common/common.h"
+#include "common/timing.h"
 #include "model/llama.h"
 
 namespace slm::model {
@@ -29,9 +30,6 @@ const char* finish_reason_name(finish_reason r) {
 namespace {
 
 using clock_type = std::chrono::steady_clock;
-double seconds_since(clock_type::time_point t) {
-    return std::chrono::duration<double>(clock_type::now() - t).count();
-}
 
 // Next token per row from last-position logits (B, V) float32.  u (B) uniform draws in [0, 1).
 torch::Tensor sample(const torch::Tensor& logits, const sampling_params& p, const torch::Tensor& u) {
