@@ -1,6 +1,14 @@
 // The model module's public face: load a checkpoint (GGUF file, HF safetensors directory, llama2.c
 // .bin), describe it, tokenize, render chats and generate text. Torch-free: cli/ includes only this;
 // code that needs tensors (finetune, eval) includes model/llama.h for decoder().
+//
+// Public headers of slm_model are the ones at model/*.h: model.h (load, describe, generate),
+// tokenizer.h (tokenizers, tokenizer-only loading), chat-template.h, generate.h, dtype.h (--dtype
+// auto), runtime.h (threads, devices), tensor-names.h, bert.h (sentence embedder) and llama.h (the
+// decoder's tensors, torch). Everything in the sub-folders is internal: format/ (GGUF, safetensors,
+// llama2.c readers, dequantization, the checkpoint loader), tokenizer/ (BPE, SentencePiece,
+// WordPiece, Unicode, chat templates), net/ (the Llama and BERT forward passes, the dtype probe),
+// generate/ (batched sampling with a KV cache).
 #pragma once
 #include <cstdint>
 #include <functional>
