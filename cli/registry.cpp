@@ -76,7 +76,11 @@ std::string version_string() {
     std::string devices;
 #ifdef SLMCTL_WITH_CUDA
     cuda = true;
-    devices = fmt::format(", CUDA devices: {}", tensor_plugin::fn<int()>("slm_plugin_cuda_devices")());
+    try {
+        devices = fmt::format(", CUDA devices: {}", tensor_plugin::fn<int()>("slm_plugin_cuda_devices")());
+    } catch (const std::exception& e) {  // --version still answers when the CUDA libraries are missing
+        devices = fmt::format(", CUDA devices: unknown ({})", e.what());
+    }
 #endif
     return fmt::format("slmctl {} (libtorch {}, faiss {}.{}.{}, sqlite {}, CUDA compiled: {}{})", SLMCTL_VERSION,
                        SLMCTL_TORCH_VERSION, FAISS_VERSION_MAJOR, FAISS_VERSION_MINOR, FAISS_VERSION_PATCH,
