@@ -73,11 +73,23 @@ std::string human_bytes(uint64_t n) {
     return u == 0 ? fmt::format("{} B", n) : fmt::format("{:.1f} {}", v, units[u]);
 }
 
+namespace {
+// $XDG_CACHE_HOME/slmctl, else ~/.cache/slmctl: where the set-up scripts put what they fetch
+std::string default_cache_base() {
+    if (const char* xdg = std::getenv("XDG_CACHE_HOME"); xdg && *xdg) return std::string(xdg) + "/slmctl";
+    const char* home = std::getenv("HOME");
+    return std::string(home && *home ? home : "/tmp") + "/.cache/slmctl";
+}
+}  // namespace
+
 std::string models_dir() {
     if (const char* env = std::getenv("SLMCTL_MODELS"); env && *env) return env;
-    if (const char* xdg = std::getenv("XDG_CACHE_HOME"); xdg && *xdg) return std::string(xdg) + "/slmctl/models";
-    const char* home = std::getenv("HOME");
-    return std::string(home && *home ? home : "/tmp") + "/.cache/slmctl/models";
+    return default_cache_base() + "/models";
+}
+
+std::string cache_dir() {
+    if (const char* env = std::getenv("SLMCTL_CACHE"); env && *env) return env;
+    return default_cache_base();
 }
 
 }  // namespace slm

@@ -100,5 +100,8 @@ std::string utc_now_iso();
 std::string human_bytes(uint64_t n);
 /// The directory that holds fetched models: $SLMCTL_MODELS or ~/.cache/slmctl/models.
 std::string models_dir();
+/// Where slmctl keeps per-machine state (libtorch, the dtype probe): $SLMCTL_CACHE, else
+/// $XDG_CACHE_HOME/slmctl, else ~/.cache/slmctl (as scripts/fetch-libtorch.sh).
+std::string cache_dir();
 
 }  // namespace slm

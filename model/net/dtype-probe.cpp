@@ -34,18 +34,7 @@ std::string cpu_model() {
     return "unknown cpu";
 }
 
-std::string cache_file() {
-    std::string base;
-    if (const char* e = std::getenv("SLMCTL_CACHE"); e && *e)
-        base = e;
-    else if (const char* x = std::getenv("XDG_CACHE_HOME"); x && *x)
-        base = std::string(x) + "/slmctl";
-    else if (const char* h = std::getenv("HOME"); h && *h)
-        base = std::string(h) + "/.cache/slmctl";
-    else
-        base = ".";
-    return base + "/dtype-probe.json";
-}
+std::string cache_file() { return cache_dir() + "/dtype-probe.json"; }
 
 // The model's three matmul shapes at `rows` rows in one dtype: operands and FLOPs per repetition.
 struct matmul_set {
