@@ -51,9 +51,13 @@ struct lora_linear {
     torch::Tensor bias;       ///< (out) or undefined
     torch::Tensor lora_a;     ///< (r, in) or undefined
     torch::Tensor lora_b;     ///< (out, r) or undefined
-    double lora_scale = 0.0;  ///< alpha / r
+    double lora_scale = 0.0;  ///< alpha / r (or alpha / sqrt(r) with rsLoRA)
+    double lora_dropout = 0.0;  ///< dropout on the adapter's input while gradients are on (training)
 
     torch::Tensor forward(const torch::Tensor& x) const;  // (..., in) -> (..., out)
+    /// The adapter's part alone, (alpha/r) B A dropout(x): added to a base product computed elsewhere
+    /// (the fused q/k/v and gate/up matmuls). Undefined when there is no adapter.
+    torch::Tensor lora_delta(const torch::Tensor& x) const;
     bool has_lora() const { return lora_a.defined(); }
     int64_t out_features() const { return weight.size(0); }
     int64_t in_features() const { return weight.size(1); }

@@ -159,12 +159,18 @@ int4_weight int4_weight::quantize(const torch::Tensor& w) {
     return r;
 }
 
+torch::Tensor lora_linear::lora_delta(const torch::Tensor& x) const {
+    if (!lora_a.defined()) return {};
+    // the adapter computes in its own dtype (fp32 while training) and hands back x's dtype
+    auto xa = x.to(lora_a.scalar_type());
+    if (lora_dropout > 0 && torch::GradMode::is_enabled()) xa = torch::dropout(xa, lora_dropout, /*train=*/true);
+    auto ax = torch::linear(xa, lora_a);                        // (..., r)
+    return (torch::linear(ax, lora_b) * lora_scale).to(x.scalar_type());  // (..., out)
+}
+
 torch::Tensor lora_linear::forward(const torch::Tensor& x) const {
     auto y = linear(x, weight, bias);  // (..., out)
-    if (lora_a.defined()) {
-        auto ax = torch::linear(x, lora_a);  // (..., r)
-        y = y + torch::linear(ax, lora_b) * lora_scale;
-    }
+    if (lora_a.defined()) y = y + lora_delta(x);
     return y;
 }
 
@@ -308,13 +314,17 @@ torch::Tensor llama_model::attention(const llama_layer& L, int64_t layer, const 
     const int64_t B = x.size(0), T = x.size(1), H = c.n_heads, K = c.n_kv_heads, D = c.head_dim, R = H / K;
     torch::Tensor q, k, v;
     const bool no_qkv_lora = !L.wq.has_lora() && !L.wk.has_lora() && !L.wv.has_lora();
-    if (L.qkv_weight.defined() && no_qkv_lora && L.wq.bias.defined() == L.qkv_bias.defined()) {
-        auto qkv = use_int4(x) && L.qkv4.defined()
+    if (L.qkv_weight.defined() && L.wq.bias.defined() == L.qkv_bias.defined()) {
+        // one matmul for the three base projections; adapters (training) add their deltas after
+        auto qkv = no_qkv_lora && use_int4(x) && L.qkv4.defined()
                        ? (L.qkv_bias.defined() ? L.qkv4.forward(x) + L.qkv_bias : L.qkv4.forward(x))
                        : linear(x, L.qkv_weight, L.qkv_bias);  // (B, T, (H + 2K) * D)
         q = qkv.narrow(-1, 0, H * D);
         k = qkv.narrow(-1, H * D, K * D);
         v = qkv.narrow(-1, (H + K) * D, K * D);
+        if (L.wq.has_lora()) q = q + L.wq.lora_delta(x);
+        if (L.wk.has_lora()) k = k + L.wk.lora_delta(x);
+        if (L.wv.has_lora()) v = v + L.wv.lora_delta(x);
     } else {
         q = L.wq.forward(x), k = L.wk.forward(x), v = L.wv.forward(x);
     }
@@ -411,11 +421,14 @@ torch::Tensor llama_model::forward(const forward_args& a) const {
         auto h = x + attention(L, static_cast<int64_t>(l), rms_norm(x, L.attn_norm, c.rms_eps), cos, sin, mask, a.cache);
         auto m = rms_norm(h, L.ffn_norm, c.rms_eps);  // (B, T, C)
         torch::Tensor gate, up;  // (B, T, F)
-        if (L.gate_up_weight.defined() && !L.w_gate.has_lora() && !L.w_up.has_lora()) {
-            auto gu = use_int4(m) && L.gate_up4.defined() ? L.gate_up4.forward(m)
-                                                          : linear(m, L.gate_up_weight, torch::Tensor());  // (B, T, 2F)
+        if (L.gate_up_weight.defined()) {
+            const bool no_lora = !L.w_gate.has_lora() && !L.w_up.has_lora();
+            auto gu = no_lora && use_int4(m) && L.gate_up4.defined() ? L.gate_up4.forward(m)
+                                                                     : linear(m, L.gate_up_weight, torch::Tensor());  // (B, T, 2F)
             gate = gu.narrow(-1, 0, c.ffn_dim);
             up = gu.narrow(-1, c.ffn_dim, c.ffn_dim);
+            if (L.w_gate.has_lora()) gate = gate + L.w_gate.lora_delta(m);
+            if (L.w_up.has_lora()) up = up + L.w_up.lora_delta(m);
         } else {
             gate = L.w_gate.forward(m), up = L.w_up.forward(m);
         }
