@@ -7,6 +7,24 @@
 
 namespace slm::store {
 
+std::optional<cluster_ref> get_cluster(db& d, int64_t cluster_id) {
+    auto s = d.prepare("SELECT id, idx, label, size, share, suitability, stats, reasons, run_id FROM clusters WHERE id = ?");
+    s.bind(1, cluster_id);
+    if (!s.step()) return std::nullopt;
+    cluster_ref r;
+    auto& c = r.cluster;
+    c.id = s.get_int(0);
+    c.idx = static_cast<int>(s.get_int(1));
+    c.label = s.get_text(2);
+    c.size = s.get_int(3);
+    c.share = s.get_double(4);
+    if (!s.is_null(5)) c.suitability = s.get_double(5);
+    c.stats = s.get_text(6);
+    c.reasons = s.get_text(7);
+    r.run_id = s.get_int(8);
+    return r;
+}
+
 std::vector<cluster_row> clusters_of_run(db& d, int64_t run_id) {
     auto s = d.prepare(
         "SELECT id, idx, label, size, share, suitability, stats, reasons FROM clusters WHERE run_id = ? "

@@ -103,6 +103,13 @@ struct cluster_row {
     std::optional<double> suitability;  ///< nullopt for noise
     std::string stats = "{}", reasons = "[]";  ///< JSON
 };
+/// One cluster by clusters.id, with the clustering run it belongs to (nullopt when there is none).
+struct cluster_ref {
+    cluster_row cluster;
+    int64_t run_id = 0;  ///< the clustering run
+};
+std::optional<cluster_ref> get_cluster(db& d, int64_t cluster_id);
+
 /// A clustering run's clusters by idx, noise last.
 std::vector<cluster_row> clusters_of_run(db& d, int64_t run_id);
 
@@ -174,5 +181,23 @@ struct split_row {
 void write_splits(db& d, int64_t cluster_run, int64_t seed, const std::vector<split_row>& rows);
 /// The split of (cluster_run, seed) by call id; only `split` rows when it is not empty.
 std::vector<split_row> get_splits(db& d, int64_t cluster_run, int64_t seed, std::string_view split = {});
+
+// ---- adapters: finetune writes them, eval and route read them ----------------------------------
+
+struct adapter_row {
+    int64_t id = 0, run_id = 0;
+    std::optional<int64_t> cluster_id;
+    std::string base_model, base_model_sha256;
+    std::string path;                 ///< PEFT adapter directory (or the GGUF file when only that was written)
+    int64_t rank = 0;
+    double alpha = 0;
+    std::string params = "{}", metrics = "{}", loss_curve = "[]";  ///< JSON
+    std::string created;
+};
+/// Inserts an adapter (id ignored); returns its id.
+int64_t insert_adapter(db& d, const adapter_row& a);
+std::optional<adapter_row> get_adapter(db& d, int64_t adapter_id);
+/// Adapters of a cluster from 'ok' finetune runs, newest first.
+std::vector<adapter_row> adapters_of_cluster(db& d, int64_t cluster_id);
 
 }  // namespace slm::store

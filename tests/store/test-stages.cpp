@@ -308,3 +308,51 @@ TEST_CASE("migration 2 -> 3 keeps every row; new columns get their defaults; db 
     for (const auto& tr : inf.tables) has_splits |= tr.table == "splits" && tr.rows == 2;
     CHECK(has_splits);
 }
+
+TEST_CASE("adapters: inserted per finetune run, read by id and per cluster (ok runs only, newest first)") {
+    test::temp_dir t;
+    auto d = store::db::open(t / "a.db");
+    const int64_t cr = store::begin_run(d, "cluster", "{}");
+    store::finish_run(d, cr, "ok");
+    store::cluster_insert ci;
+    ci.idx = 0;
+    ci.label = "lookup order";
+    ci.size = 30;
+    const int64_t cid = store::insert_cluster(d, cr, ci);
+    auto ref = store::get_cluster(d, cid);
+    REQUIRE(ref);
+    CHECK(ref->run_id == cr);
+    CHECK(ref->cluster.label == "lookup order");
+    CHECK_FALSE(store::get_cluster(d, cid + 100));
+
+    auto add = [&](const char* status, const char* path) {
+        const int64_t fr = store::begin_run(d, "finetune", "{}");
+        store::adapter_row a;
+        a.run_id = fr;
+        a.cluster_id = cid;
+        a.base_model = "/m/base.gguf";
+        a.base_model_sha256 = "ab12";
+        a.path = path;
+        a.rank = 8;
+        a.alpha = 16;
+        a.loss_curve = R"([{"step":1,"train_loss":1.5}])";
+        const int64_t id = store::insert_adapter(d, a);
+        store::finish_run(d, fr, status);
+        return id;
+    };
+    const int64_t a1 = add("ok", "/a/one");
+    add("failed", "/a/failed");
+    const int64_t a3 = add("ok", "/a/three");
+    auto got = store::get_adapter(d, a1);
+    REQUIRE(got);
+    CHECK(got->path == "/a/one");
+    CHECK(got->base_model_sha256 == "ab12");
+    CHECK(got->rank == 8);
+    CHECK(got->alpha == 16);
+    CHECK(got->loss_curve == R"([{"step":1,"train_loss":1.5}])");
+    CHECK_FALSE(got->created.empty());
+    auto list = store::adapters_of_cluster(d, cid);
+    REQUIRE(list.size() == 2);
+    CHECK(list[0].id == a3);
+    CHECK(list[1].id == a1);
+}
