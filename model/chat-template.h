@@ -39,6 +39,15 @@ enum class chat_format {
     llama2,  ///< <s>[INST] <<SYS>>\n...\n<</SYS>>\n\n... [/INST] ... </s>
 };
 
+/// The body of an assistant turn exactly as chat_template::render prints it in `format`: the
+/// text after the generation prompt ("<|im_start|>assistant\n", "...<|end_header_id|>\n\n",
+/// "[/INST] ") and before the end marker. ChatML: content, then one
+/// "<tool_call>\n{...}\n</tool_call>" block per call (each after "\n" unless it opens the body);
+/// Llama-3: the trimmed content, or the one call as {"name": ..., "parameters": ...} (the content is
+/// then not printed); Llama-2: the trimmed content. user_error for what the format cannot print
+/// (tool calls in Llama-2, several calls in one Llama-3 turn).
+std::string render_assistant_body(chat_format format, const chat_message& assistant);
+
 class chat_template {
 public:
     /// Picks the format from a Jinja chat template's markers (GGUF tokenizer.chat_template or

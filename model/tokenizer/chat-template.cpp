@@ -125,6 +125,18 @@ constexpr std::string_view k_qwen_tools_tail =
     "<tool_call></tool_call> XML tags:\n<tool_call>\n{\"name\": <function-name>, \"arguments\": "
     "<args-json-object>}\n</tool_call><|im_end|>\n";
 
+// What follows "<|im_start|>assistant\n": Qwen2.5 prints '<|im_start|>assistant', then '\n' +
+// content when there is any, then '\n<tool_call>\n...\n</tool_call>' per call.
+std::string chatml_assistant_body(const chat_message& m) {
+    std::string out = m.content;
+    for (const auto& tc : m.tool_calls) {
+        if (!out.empty()) out += '\n';
+        out += "<tool_call>\n{\"name\": \"" + tc.name + "\", \"arguments\": " + arguments_json(tc.arguments) +
+               "}\n</tool_call>";
+    }
+    return out;
+}
+
 std::string render_chatml(const std::vector<chat_message>& msgs, bool add_gen, const ojson& tools,
                           const std::string& default_system) {
     std::string out;
@@ -146,13 +158,8 @@ std::string render_chatml(const std::vector<chat_message>& msgs, bool add_gen, c
             if (i == 0 || msgs[i - 1].role != "tool") out += "<|im_start|>user";
             out += "\n<tool_response>\n" + m.content + "\n</tool_response>";
             if (i + 1 == msgs.size() || msgs[i + 1].role != "tool") out += "<|im_end|>\n";
-        } else if (m.role == "assistant" && !m.tool_calls.empty()) {
-            out += "<|im_start|>assistant";
-            if (!m.content.empty()) out += "\n" + m.content;
-            for (const auto& tc : m.tool_calls)
-                out += "\n<tool_call>\n{\"name\": \"" + tc.name + "\", \"arguments\": " + arguments_json(tc.arguments) +
-                       "}\n</tool_call>";
-            out += "<|im_end|>\n";
+        } else if (m.role == "assistant") {
+            out += "<|im_start|>assistant\n" + chatml_assistant_body(m) + "<|im_end|>\n";
         } else {
             out += "<|im_start|>" + m.role + "\n" + m.content + "<|im_end|>\n";
         }
@@ -163,6 +170,16 @@ std::string render_chatml(const std::vector<chat_message>& msgs, bool add_gen, c
 
 // ---- Llama-3 (Meta-Llama-3-Instruct's template; tools in the system message with Llama-3.1's
 // wording, tool results as the "ipython" role) ------------------------------------------------
+
+std::string llama3_assistant_body(const chat_message& m) {
+    if (m.tool_calls.empty()) return trim(m.content);
+    if (m.tool_calls.size() > 1)
+        throw user_error("Llama-3 chat format supports one tool call per assistant turn, got " +
+                             std::to_string(m.tool_calls.size()),
+                         "split the calls into separate turns or use a ChatML model");
+    const auto& tc = m.tool_calls[0];
+    return "{\"name\": \"" + tc.name + "\", \"parameters\": " + arguments_json(tc.arguments) + "}";
+}
 
 std::string render_llama3(const std::vector<chat_message>& msgs, bool add_gen, const ojson& tools) {
     std::string out = "<|begin_of_text|>";
@@ -184,13 +201,8 @@ std::string render_llama3(const std::vector<chat_message>& msgs, bool add_gen, c
     }
     for (size_t i = start; i < msgs.size(); ++i) {
         const chat_message& m = msgs[i];
-        if (m.role == "assistant" && !m.tool_calls.empty()) {
-            if (m.tool_calls.size() > 1)
-                throw user_error("Llama-3 chat format supports one tool call per assistant turn, got " +
-                                     std::to_string(m.tool_calls.size()),
-                                 "split the calls into separate turns or use a ChatML model");
-            const auto& tc = m.tool_calls[0];
-            turn("assistant", "{\"name\": \"" + tc.name + "\", \"parameters\": " + arguments_json(tc.arguments) + "}");
+        if (m.role == "assistant") {
+            turn("assistant", llama3_assistant_body(m));
         } else if (m.role == "tool") {
             turn("ipython", m.content);
         } else {
@@ -256,6 +268,20 @@ std::string default_system_from(std::string_view jinja) {
 }
 
 }  // namespace
+
+std::string render_assistant_body(chat_format format, const chat_message& assistant) {
+    switch (format) {
+        case chat_format::chatml: return chatml_assistant_body(assistant);
+        case chat_format::llama3: return llama3_assistant_body(assistant);
+        case chat_format::llama2:
+            if (!assistant.tool_calls.empty())
+                throw user_error("the Llama-2 [INST] chat format has no way to express tool calls",
+                                 "use a model with a ChatML (Qwen2.5, SmolLM2) or Llama-3 template for tool calls");
+            return trim(assistant.content);
+    }
+    SLM_ASSERT(false, "unhandled chat format {}", static_cast<int>(format));
+    return {};
+}
 
 chat_template::chat_template(chat_format format, std::string default_system)
     : format_(format), default_system_(std::move(default_system)) {
