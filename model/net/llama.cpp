@@ -159,13 +159,21 @@ int4_weight int4_weight::quantize(const torch::Tensor& w) {
     return r;
 }
 
-torch::Tensor lora_linear::lora_delta(const torch::Tensor& x) const {
-    if (!lora_a.defined()) return {};
+torch::Tensor lora_linear::lora_input(const torch::Tensor& x) const {
     // the adapter computes in its own dtype (fp32 while training) and hands back x's dtype
     auto xa = x.to(lora_a.scalar_type());
     if (lora_dropout > 0 && torch::GradMode::is_enabled()) xa = torch::dropout(xa, lora_dropout, /*train=*/true);
-    auto ax = torch::linear(xa, lora_a);                        // (..., r)
-    return (torch::linear(ax, lora_b) * lora_scale).to(x.scalar_type());  // (..., out)
+    return xa;
+}
+
+torch::Tensor lora_linear::lora_delta_from(const torch::Tensor& xa, torch::ScalarType dtype) const {
+    auto ax = torch::linear(xa, lora_a);                         // (..., r)
+    return (torch::linear(ax, lora_b) * lora_scale).to(dtype);  // (..., out)
+}
+
+torch::Tensor lora_linear::lora_delta(const torch::Tensor& x) const {
+    if (!lora_a.defined()) return {};
+    return lora_delta_from(lora_input(x), x.scalar_type());
 }
 
 torch::Tensor lora_linear::forward(const torch::Tensor& x) const {
@@ -322,9 +330,13 @@ torch::Tensor llama_model::attention(const llama_layer& L, int64_t layer, const 
         q = qkv.narrow(-1, 0, H * D);
         k = qkv.narrow(-1, H * D, K * D);
         v = qkv.narrow(-1, (H + K) * D, K * D);
-        if (L.wq.has_lora()) q = q + L.wq.lora_delta(x);
-        if (L.wk.has_lora()) k = k + L.wk.lora_delta(x);
-        if (L.wv.has_lora()) v = v + L.wv.lora_delta(x);
+        if (!no_qkv_lora) {
+            const auto& first = L.wq.has_lora() ? L.wq : L.wk.has_lora() ? L.wk : L.wv;
+            auto xa = first.lora_input(x);  // one dropout mask for the three
+            if (L.wq.has_lora()) q = q + L.wq.lora_delta_from(xa, q.scalar_type());
+            if (L.wk.has_lora()) k = k + L.wk.lora_delta_from(xa, k.scalar_type());
+            if (L.wv.has_lora()) v = v + L.wv.lora_delta_from(xa, v.scalar_type());
+        }
     } else {
         q = L.wq.forward(x), k = L.wk.forward(x), v = L.wv.forward(x);
     }
@@ -427,8 +439,11 @@ torch::Tensor llama_model::forward(const forward_args& a) const {
                                                                      : linear(m, L.gate_up_weight, torch::Tensor());  // (B, T, 2F)
             gate = gu.narrow(-1, 0, c.ffn_dim);
             up = gu.narrow(-1, c.ffn_dim, c.ffn_dim);
-            if (L.w_gate.has_lora()) gate = gate + L.w_gate.lora_delta(m);
-            if (L.w_up.has_lora()) up = up + L.w_up.lora_delta(m);
+            if (!no_lora) {
+                auto ma = (L.w_gate.has_lora() ? L.w_gate : L.w_up).lora_input(m);  // one dropout mask for both
+                if (L.w_gate.has_lora()) gate = gate + L.w_gate.lora_delta_from(ma, gate.scalar_type());
+                if (L.w_up.has_lora()) up = up + L.w_up.lora_delta_from(ma, up.scalar_type());
+            }
         } else {
             gate = L.w_gate.forward(m), up = L.w_up.forward(m);
         }
