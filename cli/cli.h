@@ -45,7 +45,8 @@ const std::vector<subcommand>& subcommands();
 void set_db_command(CLI::App& sub);
 void set_collect_command(CLI::App& sub);
 void set_cluster_command(CLI::App& sub);
-void set_model_command(CLI::App& sub);  // tensor
+void set_model_command(CLI::App& sub);     // tensor
+void set_finetune_command(CLI::App& sub);  // tensor
 
 /// Sets a tensor subcommand up from the plugin (loading it); false when the plugin does not build
 /// that command yet.

@@ -1,0 +1,96 @@
+#!/usr/bin/env python3
+"""The peer side of bench/finetune: HF transformers + PEFT LoRA training on the exact micro-batches
+slmctl trained on (`slmctl finetune --dump-batches FILE`): same token ids, same loss mask (response
+tokens only), same batch composition, rank, alpha, targets, learning rate, AdamW. Right-padded to the
+longest row with an attention mask, labels -100 on prompt and padding, the standard HF recipe (full
+logits). Prints one JSON line: tokens/s over non-pad tokens, the losses, peak RSS.
+
+Dev-time only (PyPI torch, transformers, peft, gguf): /work/venv-ref/bin/python bench/finetune/peer_peft.py ...
+"""
+import argparse
+import json
+import os
+import resource
+import sys
+import time
+
+import torch
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--gguf", required=True, help="base model GGUF (transformers dequantizes it)")
+    ap.add_argument("--batches", required=True)
+    ap.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"])
+    ap.add_argument("--rank", type=int, default=8)
+    ap.add_argument("--alpha", type=float, default=16)
+    ap.add_argument("--dropout", type=float, default=0.05)
+    ap.add_argument("--lr", type=float, default=2e-4)
+    ap.add_argument("--threads", type=int, default=os.cpu_count())
+    ap.add_argument("--steps", type=int, default=0, help="0: every step in --batches")
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+    torch.manual_seed(0)
+    from transformers import AutoModelForCausalLM
+    from peft import LoraConfig, get_peft_model
+
+    dtype = torch.float32 if a.dtype == "fp32" else torch.bfloat16
+    t = time.time()
+    model = AutoModelForCausalLM.from_pretrained(os.path.dirname(os.path.abspath(a.gguf)),
+                                                 gguf_file=os.path.basename(a.gguf), torch_dtype=dtype)
+    load_s = time.time() - t
+    cfg = LoraConfig(r=a.rank, lora_alpha=a.alpha, lora_dropout=a.dropout, task_type="CAUSAL_LM",
+                     target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
+    model = get_peft_model(model, cfg)
+    model.train()
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=a.lr, weight_decay=0.0)
+
+    steps = {}
+    with open(a.batches) as f:
+        for line in f:
+            j = json.loads(line)
+            steps.setdefault(j["step"], []).append(j["batch"])
+    order = sorted(steps)
+    if a.steps:
+        order = order[: a.steps]
+    losses, tokens, pad = [], 0, 0
+    train_s = 0.0
+    for s in order:
+        micro = steps[s]
+        n_loss = sum(max(0, len(r["ids"]) - max(r["prompt_len"], 1)) for b in micro for r in b)
+        t = time.time()
+        opt.zero_grad()
+        step_loss = 0.0
+        for b in micro:
+            T = max(len(r["ids"]) for r in b)
+            ids = torch.zeros(len(b), T, dtype=torch.long)
+            att = torch.zeros(len(b), T, dtype=torch.long)
+            labels = torch.full((len(b), T), -100, dtype=torch.long)
+            for i, r in enumerate(b):
+                n = len(r["ids"])
+                ids[i, :n] = torch.tensor(r["ids"])
+                att[i, :n] = 1
+                p = max(r["prompt_len"], 1)
+                labels[i, p:n] = ids[i, p:n]
+                tokens += n
+                pad += T - n
+            out = model(input_ids=ids, attention_mask=att)
+            # HF's shifted cross-entropy, summed and divided by the step's loss tokens (as slmctl does)
+            logits = out.logits[:, :-1].float()
+            loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)), labels[:, 1:].reshape(-1),
+                                                     ignore_index=-100, reduction="sum") / n_loss
+            loss.backward()
+            step_loss += loss.item()
+        torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)
+        opt.step()
+        train_s += time.time() - t
+        losses.append(step_loss)
+    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"engine": "transformers+peft", "dtype": a.dtype, "steps": len(order), "tokens": tokens,
+                      "pad_tokens": pad, "train_s": train_s, "tokens_per_s": tokens / train_s, "losses": losses,
+                      "load_s": load_s, "peak_rss_mb": rss_mb, "threads": a.threads,
+                      "torch": torch.__version__}))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

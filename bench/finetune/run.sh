@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# bench/finetune: LoRA training tokens/s of `slmctl finetune` on SmolLM2-135M-Instruct side by side
+# with HF transformers + PEFT on the very same micro-batches (slmctl --dump-batches), in one run.
+# Cluster: the workflow operator's send_email calls of sample_logs (templated tool calls), rendered
+# with SmolLM2's chat template, loss on the response only. Both: r 8, alpha 16, all seven linear
+# targets, AdamW lr 2e-4, batch 4, clip 1.0. The peer runs fp32 and bf16; slmctl runs --dtype auto.
+# Also prints achieved model FLOP/s (matmul work of forward + input-gradient backward) against the
+# measured matmul peak of the dtype. Usage: bench/finetune/run.sh [build] [steps]
+# Needs the dev venv (/work/venv-ref: torch, transformers, peft, gguf) for the peer side.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+build=${1:-build}
+steps=${2:-12}
+slm=$build/slmctl
+py=${PEER_PYTHON:-/work/venv-ref/bin/python}
+out=bench/out/finetune
+mkdir -p "$out"
+models=$(scripts/fetch-models.sh)
+gguf="$models/SmolLM2-135M-Instruct.Q4_1.gguf"
+db="$out/bench.db"
+rm -f "$db" "$db"-*
+"$slm" collect sample_logs/workflow_operator.jsonl --db "$db" -q >/dev/null
+cluster=$("$slm" cluster --db "$db" --json | python3 -c '
+import json, sys
+j = json.load(sys.stdin)
+print(next(c["id"] for c in j["clusters"] if c["label"].startswith("send_email")))')
+echo "== machine: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg), $(date -u +%F)"
+echo "== slmctl finetune: cluster $cluster (send_email), $steps steps, batch 4"
+/usr/bin/time -f "%M" -o "$out/slm.rss" "$slm" finetune --db "$db" --cluster "$cluster" --max-steps "$steps" \
+  --batch-size 4 --rank 8 --alpha 16 --lr 2e-4 --eval-every 0 --val-max 8 --max-tokens 1024 \
+  --out "$out/adapter" --dump-batches "$out/batches.jsonl" --json > "$out/slm.json"
+for dt in fp32 bf16; do
+  echo "== transformers + peft ($dt) on the same batches"
+  /usr/bin/time -f "%M" -o "$out/peer-$dt.rss" "$py" bench/finetune/peer_peft.py --gguf "$gguf" \
+    --batches "$out/batches.jsonl" --dtype "$dt" --rank 8 --alpha 16 --lr 2e-4 > "$out/peer-$dt.json"
+done
+python3 - "$out" "$gguf" "$slm" <<'PY'
+import json, subprocess, sys
+out, gguf, slm = sys.argv[1:4]
+s = json.load(open(f"{out}/slm.json"))
+info = json.loads(subprocess.run([slm, "model", "info", gguf, "--json"], capture_output=True, text=True).stdout)
+C, F, L, V = info["dim"], info["ffn_dim"], info["n_layers"], info["vocab_size"]
+H, K, D = info["n_heads"], info["n_kv_heads"], info["head_dim"]
+layer = C * H * D * 2 + C * K * D * 2 + 3 * C * F  # q, o, k, v, gate, up, down
+t = s["train"]
+# matmul FLOPs per processed token: forward 2*P, backward (input gradients only: frozen base) 2*P;
+# the LM head only on loss positions (forward + backward)
+flops = 4 * L * layer * t["tokens"] + 4 * C * V * t["loss_tokens"]
+achieved = flops / t["train_s"] / 1e9
+dtype = info.get("dtype", "?")
+rss = lambda f: int(open(f).read().split()[-1]) / 1024
+print(f"slmctl    {t['tokens_per_s']:7.1f} tok/s  ({t['tokens']} tokens, {100*t['padding_share']:.1f}% padding, "
+      f"{t['train_s']:.1f} s, dtype {dtype}, peak RSS {rss(out + '/slm.rss'):.0f} MB)  model {achieved:.0f} GFLOP/s")
+best = None
+for dt in ("fp32", "bf16"):
+    p = json.load(open(f"{out}/peer-{dt}.json"))
+    print(f"peft {dt}  {p['tokens_per_s']:7.1f} tok/s  ({p['tokens']} tokens, {p['train_s']:.1f} s, "
+          f"peak RSS {rss(out + '/peer-' + dt + '.rss'):.0f} MB)")
+    if best is None or p["tokens_per_s"] > best["tokens_per_s"]:
+        best = p
+print(f"ratio slmctl / best peer ({best['dtype']}): {t['tokens_per_s'] / best['tokens_per_s']:.2f}x")
+sl = [c["train_loss"] for c in t["curve"][1:]]
+print("losses slmctl", " ".join(f"{x:.3f}" for x in sl))
+print("losses peer  ", " ".join(f"{x:.3f}" for x in best["losses"]))
+PY
