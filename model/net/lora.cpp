@@ -318,6 +318,10 @@ void merge_lora(llama_model& m) {
     remove_lora(m);
 }
 
+// the loaders proper; the public ones remove a half-attached adapter when these throw
+lora_config load_peft_adapter_impl(llama_model& m, const std::string& dir);
+lora_config load_gguf_adapter_impl(llama_model& m, const std::string& path);
+
 // ---- PEFT ------------------------------------------------------------------------------------
 
 void save_peft_adapter(const llama_model& m, const lora_config& c, const std::string& dir,
@@ -364,7 +368,7 @@ void save_peft_adapter(const llama_model& m, const lora_config& c, const std::st
     out.commit();
 }
 
-lora_config load_peft_adapter(llama_model& m, const std::string& dir) {
+lora_config load_peft_adapter_impl(llama_model& m, const std::string& dir) {
     const fs::path d(dir);
     const auto cfg_path = d / "adapter_config.json", st_path = d / "adapter_model.safetensors";
     if (!fs::exists(cfg_path))
@@ -472,7 +476,7 @@ void save_gguf_adapter(const llama_model& m, const lora_config& c, const std::st
     w.write(path);
 }
 
-lora_config load_gguf_adapter(llama_model& m, const std::string& path) {
+lora_config load_gguf_adapter_impl(llama_model& m, const std::string& path) {
     gguf_reader g(path);
     if (g.get_string("general.type", "") != "adapter" || g.get_string("adapter.type", "") != "lora")
         throw user_error(fmt::format("{} is not a LoRA adapter GGUF (general.type '{}', adapter.type '{}')", path,
@@ -531,6 +535,24 @@ lora_config load_gguf_adapter(llama_model& m, const std::string& path) {
     }
     c.validate();
     return c;
+}
+
+lora_config load_peft_adapter(llama_model& m, const std::string& dir) {
+    try {
+        return load_peft_adapter_impl(m, dir);
+    } catch (...) {
+        remove_lora(m);  // no half-attached adapter
+        throw;
+    }
+}
+
+lora_config load_gguf_adapter(llama_model& m, const std::string& path) {
+    try {
+        return load_gguf_adapter_impl(m, path);
+    } catch (...) {
+        remove_lora(m);
+        throw;
+    }
 }
 
 lora_config load_adapter(llama_model& m, const std::string& path) {

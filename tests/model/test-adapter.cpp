@@ -1,0 +1,207 @@
+// model/adapter.h: LoRA init, targets, PEFT and GGUF adapter round trips (same logits), merge ==
+// adapted forward, a base that does not fit the adapter, nothing half-written.
+#include <torch/torch.h>  // before doctest: glog's CHECK must not win over doctest's
+#include <doctest/doctest.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include <nlohmann/json.hpp>
+
+#include "common/common.h"
+#include "model/adapter.h"
+#include "model/format/gguf-reader.h"
+#include "model/format/safetensors.h"
+#include "model/llama.h"
+#include "model/model.h"
+#include "tests/test-util.h"
+
+using namespace slm;
+namespace fs = std::filesystem;
+
+namespace {
+
+std::unique_ptr<model::language_model> load_path(const std::string& path) {
+    model::load_options o;
+    o.dtype = "fp32";
+    o.tokenizer = false;
+    o.int4_decode = "off";
+    return model::load_model(path, o);
+}
+std::unique_ptr<model::language_model> load(const std::string& rel) {
+    return load_path(test::source_dir("tests/data/ref/" + rel));
+}
+
+torch::Tensor logits(const model::llama_model& m) {
+    torch::NoGradGuard ng;
+    auto tok = torch::tensor(std::vector<int64_t>{1, 17, 200, 3, 45, 45, 99, 128, 7, 255}).unsqueeze(0);
+    return m.forward(tok);
+}
+
+// Adapters with non-zero B so they change the output.
+void randomize_b(model::llama_model& m, uint64_t seed) {
+    torch::NoGradGuard ng;
+    auto g = at::detail::createCPUGenerator(seed);
+    auto ps = model::lora_parameters(m);  // A, B, A, B, ...: B moves, A keeps its init
+    for (size_t i = 1; i < ps.size(); i += 2) ps[i].normal_(0, 0.3, g);
+}
+
+model::lora_config cfg(bool rslora = false) {
+    model::lora_config c;
+    c.rank = 4;
+    c.alpha = 8;
+    c.rslora = rslora;
+    return c;
+}
+
+double max_diff(const torch::Tensor& a, const torch::Tensor& b) { return (a - b).abs().max().item<double>(); }
+
+}  // namespace
+
+TEST_CASE("lora init: A Kaiming-uniform within 1/sqrt(in), B zero, the forward unchanged; targets parse") {
+    auto lm = load("tiny-llama");
+    auto& m = lm->decoder();
+    auto before = logits(m);
+    model::lora_config c = cfg();
+    model::add_lora(m, c, 1);
+    auto ps = model::lora_parameters(m);
+    REQUIRE(ps.size() == m.layers.size() * 7 * 2);
+    const auto& q = m.layers[0].wq;
+    const double bound = 1.0 / std::sqrt(double(q.in_features()));
+    CHECK(q.lora_a.abs().max().item<double>() <= bound);
+    CHECK(q.lora_a.abs().max().item<double>() > 0.8 * bound);
+    CHECK(q.lora_b.abs().max().item<double>() == 0);
+    CHECK(q.lora_a.requires_grad());
+    CHECK(q.lora_scale == doctest::Approx(2.0));
+    CHECK(max_diff(logits(m), before) == 0);
+    CHECK(model::lora_config{4, 8, 0, true}.scale() == doctest::Approx(4.0));
+
+    using model::proj;
+    CHECK((model::lora_config::parse_targets("q,v") == std::vector<proj>{proj::q, proj::v}));
+    CHECK(model::lora_config::parse_targets("down_proj, q_proj").size() == 2);
+    CHECK(model::lora_config::parse_targets("all").size() == 7);
+    try {
+        model::lora_config::parse_targets("q,attn");
+        FAIL("expected user_error");
+    } catch (const user_error& e) {
+        CHECK(std::string(e.what()).find("'attn'") != std::string::npos);
+        CHECK(e.hint.find("q,k,v,o,gate,up,down") != std::string::npos);
+    }
+    model::lora_config bad = cfg();
+    bad.rank = 0;
+    CHECK_THROWS_AS(model::add_lora(m, bad, 0), user_error);
+    bad = cfg();
+    bad.dropout = 1.0;
+    CHECK_THROWS_AS(bad.validate(), user_error);
+}
+
+TEST_CASE("PEFT and GGUF adapters round trip: save -> load on a fresh base -> the same logits") {
+    test::temp_dir t;
+    for (const char* base : {"tiny-llama", "tiny-llama.gguf", "tiny-qwen2"}) {
+        for (bool rs : {false, true}) {
+            CAPTURE(base);
+            CAPTURE(rs);
+            auto lm = load(base);
+            auto& m = lm->decoder();
+            auto c = cfg(rs);
+            model::add_lora(m, c, 2);
+            randomize_b(m, 3);
+            auto want = logits(m);
+            CHECK(max_diff(want, [&] {
+                      auto plain = load(base);
+                      return logits(plain->decoder());
+                  }()) > 1e-3);  // the adapter matters
+            const std::string dir = t / (std::string(base) + (rs ? "-rs" : "") + "-peft");
+            model::save_peft_adapter(m, c, dir, base);
+            const std::string gguf = t / (std::string(base) + (rs ? "-rs" : "") + ".gguf");
+            model::save_gguf_adapter(m, c, gguf);
+
+            auto fresh = load(base);
+            auto got = model::load_adapter(fresh->decoder(), dir);
+            CHECK(got.rank == 4);
+            CHECK(got.rslora == rs);
+            CHECK(got.targets.size() == 7);
+            CHECK(max_diff(logits(fresh->decoder()), want) < 1e-5);
+
+            auto fresh2 = load(base);
+            auto g2 = model::load_adapter(fresh2->decoder(), gguf);
+            CHECK(g2.rank == 4);
+            CHECK(max_diff(logits(fresh2->decoder()), want) < 1e-5);
+        }
+    }
+    // the files say what PEFT and llama.cpp expect
+    auto j = nlohmann::json::parse(test::read_file(t / "tiny-llama-peft/adapter_config.json"));
+    CHECK(j["peft_type"] == "LORA");
+    CHECK(j["task_type"] == "CAUSAL_LM");
+    CHECK(j["bias"] == "none");
+    CHECK(j["r"] == 4);
+    CHECK(j["lora_alpha"] == 8);
+    CHECK(j["fan_in_fan_out"] == false);
+    CHECK(j["modules_to_save"].is_null());
+    CHECK(j["target_modules"].size() == 7);
+    model::safetensors_file st(t / "tiny-llama-peft/adapter_model.safetensors");
+    const auto* a = st.find("base_model.model.model.layers.1.self_attn.q_proj.lora_A.weight");
+    const auto* b = st.find("base_model.model.model.layers.1.mlp.down_proj.lora_B.weight");
+    REQUIRE(a);
+    REQUIRE(b);
+    CHECK(a->shape == std::vector<int64_t>{4, 64});   // (r, in)
+    CHECK(b->shape == std::vector<int64_t>{64, 4});   // (out, r)
+    model::gguf_reader g(t / "tiny-llama-rs.gguf");
+    CHECK(g.get_string("general.type") == "adapter");
+    CHECK(g.get_string("adapter.type") == "lora");
+    CHECK(g.get_f32("adapter.lora.alpha") == doctest::Approx(16.0));  // rsLoRA folded: 8 * sqrt(4)
+    const auto& ta = g.tensor("blk.0.attn_q.weight.lora_a");
+    CHECK(ta.dims == std::vector<int64_t>{64, 4});  // ggml ne [in, r]
+    const auto& tb = g.tensor("blk.0.ffn_gate.weight.lora_b");
+    CHECK(tb.dims == std::vector<int64_t>{4, 128});  // ne [r, out]
+}
+
+TEST_CASE("merge: the merged forward equals the adapted one; the merged HF dir loads back") {
+    test::temp_dir t;
+    auto lm = load("tiny-llama.gguf");
+    auto& m = lm->decoder();
+    model::add_lora(m, cfg(), 4);
+    randomize_b(m, 5);
+    auto want = logits(m);
+    model::merge_lora(m);
+    CHECK(model::lora_parameters(m).empty());
+    CHECK(max_diff(logits(m), want) < 1e-4);
+    model::save_merged_hf(*lm, t / "merged");
+    CHECK(fs::exists(t / "merged/config.json"));
+    auto back = load_path(t / "merged");
+    CHECK(max_diff(logits(back->decoder()), want) < 1e-4);
+}
+
+TEST_CASE("an adapter that does not fit the base is refused, naming the tensor; nothing half-written") {
+    test::temp_dir t;
+    auto lm = load("tiny-llama");
+    model::add_lora(lm->decoder(), cfg(), 6);
+    model::save_peft_adapter(lm->decoder(), cfg(), t / "a", "tiny-llama");
+    model::save_gguf_adapter(lm->decoder(), cfg(), t / "a.gguf");
+    // stories260K: the same width, five layers instead of two, another FFN size
+    auto other = load_path(test::shared_data("models/llama2c/stories260K.bin"));
+    try {
+        model::load_adapter(other->decoder(), t / "a");
+        FAIL("expected user_error");
+    } catch (const user_error& e) {
+        const std::string msg = e.what();
+        CHECK((msg.find("layer 0") != std::string::npos || msg.find("layers.") != std::string::npos));
+        CHECK(e.hint.find("--base") != std::string::npos);
+    }
+    CHECK_THROWS_AS(model::load_adapter(other->decoder(), t / "a.gguf"), user_error);
+    CHECK(model::lora_parameters(other->decoder()).empty());  // a failed load leaves no half adapter
+    // unsupported PEFT options
+    {
+        auto j = nlohmann::json::parse(test::read_file(t / "a/adapter_config.json"));
+        j["use_dora"] = true;
+        std::ofstream(t / "a/adapter_config.json") << j.dump();
+        auto fresh = load("tiny-llama");
+        CHECK_THROWS_WITH_AS(model::load_adapter(fresh->decoder(), t / "a"), doctest::Contains("DoRA"), user_error);
+    }
+    CHECK_THROWS_AS(model::load_adapter(lm->decoder(), t / "missing"), user_error);
+    // a save whose parent is a file: an error, no temp directory left behind
+    std::ofstream(t / "file") << "x";
+    CHECK_THROWS_AS(model::save_peft_adapter(lm->decoder(), cfg(), t / "file/sub", "x"), user_error);
+    for (const auto& e : fs::directory_iterator(t.path))
+        CHECK_MESSAGE(e.path().filename().string().find(".tmp") == std::string::npos, e.path().string());
+}
