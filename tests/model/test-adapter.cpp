@@ -205,3 +205,71 @@ TEST_CASE("an adapter that does not fit the base is refused, naming the tensor; 
     for (const auto& e : fs::directory_iterator(t.path))
         CHECK_MESSAGE(e.path().filename().string().find(".tmp") == std::string::npos, e.path().string());
 }
+
+// Parity with HF PEFT and llama.cpp (tests/ref/peft_parity.py, dev-time). This test writes our side
+// of the fixtures when SLMCTL_WRITE_FIXTURES=1 (our PEFT dir, GGUF adapter, logits, greedy tokens)
+// and otherwise checks the committed ones: our adapter still loads to the logits PEFT was compared
+// against, and the adapter PEFT itself saved (peft-made/) gives the logits PEFT computed.
+TEST_CASE("adapter fixtures: ours (checked by PEFT and llama.cpp) and PEFT's own load to the recorded logits") {
+    const std::string dir = test::source_dir("tests/data/ref/adapter");
+    const std::vector<int64_t> ids = {1, 17, 200, 3, 45, 45, 99, 128, 7, 255};
+    auto logits_of = [&](const model::llama_model& m) {
+        torch::NoGradGuard ng;
+        return m.forward(torch::tensor(ids).unsqueeze(0))[0];  // (T, V)
+    };
+    auto to_json = [](const torch::Tensor& t) {
+        nlohmann::json rows = nlohmann::json::array();
+        auto c = t.contiguous();
+        for (int64_t i = 0; i < c.size(0); ++i) {
+            auto r = c[i];
+            rows.push_back(std::vector<float>(r.data_ptr<float>(), r.data_ptr<float>() + r.numel()));
+        }
+        return rows;
+    };
+    auto from_json = [](const nlohmann::json& rows) {
+        std::vector<float> flat;
+        for (const auto& r : rows)
+            for (float x : r) flat.push_back(x);
+        return torch::tensor(flat).view({int64_t(rows.size()), -1});
+    };
+    const char* write = std::getenv("SLMCTL_WRITE_FIXTURES");
+    if (write && std::string(write) == "1") {
+        fs::create_directories(dir);
+        auto lm = load("tiny-llama");
+        auto& m = lm->decoder();
+        auto c = cfg();
+        model::add_lora(m, c, 11);
+        randomize_b(m, 12);
+        model::save_peft_adapter(m, c, dir + "/ours-peft", "tests/data/ref/tiny-llama");
+        model::save_gguf_adapter(m, c, dir + "/ours.gguf");
+        // greedy continuation of the GGUF base with the adapter, as llama.cpp should produce it
+        auto lg = load("tiny-llama.gguf");
+        model::load_adapter(lg->decoder(), dir + "/ours.gguf");
+        model::sampling_params sp;
+        sp.max_tokens = 16;
+        auto gen = model::generate(lg->decoder(), {{1, 42, 43, 44}}, sp);
+        nlohmann::json j = {{"input_ids", ids}, {"logits", to_json(logits_of(m))}, {"greedy_prompt", {1, 42, 43, 44}},
+                            {"greedy_tokens", gen[0].tokens}};
+        std::ofstream(dir + "/ours-logits.json") << j.dump() << "\n";
+        MESSAGE("wrote our adapter fixtures to ", dir);
+    }
+    REQUIRE_MESSAGE(fs::exists(dir + "/ours-logits.json"), "run with SLMCTL_WRITE_FIXTURES=1, then tests/ref/peft_parity.py");
+    auto ours = nlohmann::json::parse(test::read_file(dir + "/ours-logits.json"));
+    {
+        auto lm = load("tiny-llama");
+        model::load_adapter(lm->decoder(), dir + "/ours-peft");
+        CHECK(max_diff(logits_of(lm->decoder()), from_json(ours["logits"])) < 1e-5);
+        auto lg = load("tiny-llama.gguf");
+        model::load_adapter(lg->decoder(), dir + "/ours.gguf");
+        CHECK(max_diff(logits_of(lg->decoder()), from_json(ours["logits"])) < 1e-4);
+    }
+    if (fs::exists(dir + "/peft-made/adapter_config.json")) {
+        auto theirs = nlohmann::json::parse(test::read_file(dir + "/peft-made-logits.json"));
+        auto lm = load("tiny-llama");
+        auto c = model::load_adapter(lm->decoder(), dir + "/peft-made");
+        CHECK(c.rank == theirs.value("r", 0));
+        const double d = max_diff(logits_of(lm->decoder()), from_json(theirs["logits"]));
+        MESSAGE("PEFT-saved adapter: max abs logit diff vs PEFT ", d);
+        CHECK(d < 1e-4);
+    }
+}
