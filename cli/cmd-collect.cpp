@@ -94,7 +94,7 @@ void set_collect_command(CLI::App& sub) {
         ->required()
         ->expected(1, -1);
     sub.add_option("--format", o.p.format, "Record format; auto detects it per line")
-        ->check(CLI::IsMember({"auto", "flywheel", "pair", "finetune", "legacy", "otel"}))
+        ->check(CLI::IsMember({"auto", "flywheel", "pair", "finetune", "legacy", "otel", "sharegpt", "alpaca"}))
         ->capture_default_str();
     sub.add_option("--workload", o.p.workload, "Workload (agent node) for every call, overriding the records'");
     sub.add_option("--client", o.p.client, "Client id for every call, overriding the records'");

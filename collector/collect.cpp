@@ -372,7 +372,7 @@ nlohmann::json to_json(const collect_summary& s) {
 // ---- the run --------------------------------------------------------------------------------------
 
 collect_summary collect(store::db& d, const collect_params& p) {
-    static const char* const formats[] = {"auto", "flywheel", "pair", "finetune", "legacy", "otel"};
+    static const char* const formats[] = {"auto", "flywheel", "pair", "finetune", "legacy", "otel", "sharegpt", "alpaca"};
     bool known = false;
     for (const char* f : formats) known |= p.format == f;
     if (!known)
