@@ -301,14 +301,12 @@ structured_check check_structured(std::string_view text, std::string_view respon
         }
     }
     std::string_view body = unfence(text, out.fenced);
-    json doc = json::parse(body.begin(), body.end(), nullptr, false);
-    out.json_ok = !doc.is_discarded();
-    if (!out.json_ok) {
-        try {
-            (void)json::parse(body.begin(), body.end());
-        } catch (const json::parse_error& e) {
-            out.detail = e.what();
-        }
+    json doc;
+    try {
+        doc = json::parse(body.begin(), body.end());
+        out.json_ok = true;
+    } catch (const json::parse_error& e) {
+        out.detail = e.what();
     }
     if (schema) {
         out.schema_checked = true;

@@ -78,9 +78,12 @@ struct tool_check {
 /// Checks `generated` against `reference` (the logged LLM's calls). `tools_json` is the request's
 /// OpenAI `tools` array ([{"type":"function","function":{"name","parameters"}}]; the legacy
 /// `functions` form [{"name","parameters"}] is read too); empty, "null" or text that is not a JSON
-/// array means no schemas (every call is then `schema_missing`).
+/// array means no schemas (every call is then `schema_missing`). `parse_error`: the response
+/// codec's error for the generated text (model::parsed_response::error when !ok): a malformed call
+/// block makes the response fail as `unparseable` whatever the calls that did parse say.
 tool_check check_tool_calls(const std::vector<model::tool_call>& generated,
-                            const std::vector<model::tool_call>& reference, std::string_view tools_json);
+                            const std::vector<model::tool_call>& reference, std::string_view tools_json,
+                            std::string_view parse_error = {});
 
 /// BFCL's string normalisation: ASCII lowercase, the characters ` ,./-_*^` removed, `'` -> `"`.
 std::string normalize_tool_string(std::string_view s);

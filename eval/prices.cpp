@@ -99,15 +99,11 @@ ojson price_table::to_json() const {
 }
 
 price_table parse_prices(std::string_view text, const std::string& origin) {
-    ojson j = ojson::parse(text.begin(), text.end(), nullptr, false);
-    if (j.is_discarded()) {
-        std::string why;
-        try {
-            (void)ojson::parse(text.begin(), text.end());
-        } catch (const ojson::parse_error& e) {
-            why = e.what();
-        }
-        throw user_error(fmt::format("{}: not valid JSON ({})", origin, why), format_hint);
+    ojson j;
+    try {
+        j = ojson::parse(text.begin(), text.end());
+    } catch (const ojson::parse_error& e) {
+        throw user_error(fmt::format("{}: not valid JSON ({})", origin, e.what()), format_hint);
     }
     if (!j.is_object()) throw user_error(fmt::format("{}: expected a JSON object at the top", origin), format_hint);
     price_table t;

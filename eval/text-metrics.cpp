@@ -123,7 +123,7 @@ std::optional<judge_score> parse_judge_score(std::string_view reply_sv, double d
     static const std::string num = R"(([-+]?\d+(?:\.\d+)?))";
     static const std::string of = R"((?:\s*(?:/|out\s+of)\s*(\d+(?:\.\d+)?))?)";
     // "Score: 8/10", "**Rating**: **7**", "grade = 3 out of 5", "Final score - 9"
-    static const std::regex keyword(R"((?:score|rating|grade)\W{0,6}?)" + num + of, std::regex::icase);
+    static const std::regex keyword(R"((?:score|rating|grade)(?:\s+(?:of|is))?\W{0,6}?)" + num + of, std::regex::icase);
     static const std::regex fraction(num + R"(\s*(?:/|out\s+of)\s*(\d+(?:\.\d+)?))", std::regex::icase);
     static const std::regex bold(R"(\*\*\s*)" + num + R"(\s*\*\*)");
     static const std::regex bare(R"(^\W*)" + num + of + R"(\W*$)", std::regex::icase);

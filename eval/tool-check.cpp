@@ -258,7 +258,8 @@ failure check_one(const model::tool_call& gen, const model::tool_call& ref, cons
 }  // namespace
 
 tool_check check_tool_calls(const std::vector<model::tool_call>& generated,
-                            const std::vector<model::tool_call>& reference, std::string_view tools_json) {
+                            const std::vector<model::tool_call>& reference, std::string_view tools_json,
+                            std::string_view parse_error) {
     tool_check out;
     auto schemas = read_tool_schemas(tools_json);
     std::vector<bool> taken(generated.size(), false);
@@ -311,6 +312,11 @@ tool_check check_tool_calls(const std::vector<model::tool_call>& generated,
     if (!same_count) {
         out.failure = call_failure::wrong_count;
         out.detail = fmt::format("{} call(s), the reference has {}", generated.size(), reference.size());
+    }
+    if (!parse_error.empty()) {  // a call block the codec could not read: that is the failure
+        out.args_ok = false;
+        out.failure = call_failure::unparseable;
+        out.detail = fmt::format("a generated tool call could not be parsed ({})", parse_error);
     }
     return out;
 }

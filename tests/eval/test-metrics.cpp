@@ -184,6 +184,13 @@ TEST_CASE("tool calls: unparseable arguments") {
     const char* no_params = R"([{"type":"function","function":{"name":"get_weather"}}])";
     CHECK(one("", "{}", no_params).args_ok);
     CHECK(one(R"({"x":1})", "{}", no_params).failure == call_failure::unexpected_param);
+    // the codec dropped a malformed call block: unparseable even though the rest matches
+    auto dropped = check_tool_calls({call("get_weather", R"({"city":"P"})")}, {call("get_weather", R"({"city":"P"})")},
+                                    weather_tools, "invalid_json");
+    CHECK(dropped.name_ok);
+    CHECK_FALSE(dropped.args_ok);
+    CHECK(dropped.failure == call_failure::unparseable);
+    CHECK(dropped.detail.find("invalid_json") != std::string::npos);
     // a broken reference passes only for the same text
     CHECK(one("{oops", "{oops").args_ok);
     CHECK(one(R"({"city":"P"})", "{oops").failure == call_failure::unparseable);
@@ -388,6 +395,8 @@ TEST_CASE("judge score parser") {
     CHECK(parse_judge_score("The answer misses 2/4 points.\n**Score:** 6")->raw == 6);
     CHECK(parse_judge_score("Good overall. 4/5")->normalized == doctest::Approx(0.8));
     CHECK(parse_judge_score("4", 5)->normalized == doctest::Approx(0.8));
+    CHECK(parse_judge_score("I would give it a score of 9.")->raw == 9);
+    CHECK(parse_judge_score("Final rating is 2/4")->normalized == doctest::Approx(0.5));
     CHECK_FALSE(parse_judge_score("I cannot judge this."));
     CHECK_FALSE(parse_judge_score("Score: 15/10"));
     CHECK_FALSE(parse_judge_score("Score: 11"));
