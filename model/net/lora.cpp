@@ -14,6 +14,7 @@
 #include "common/text.h"
 #include "model/adapter.h"
 #include "model/format/gguf-reader.h"
+#include "model/format/hf-export.h"
 #include "model/format/safetensors.h"
 #include "model/model.h"
 #include "model/tensor-names.h"
@@ -622,16 +623,34 @@ void save_merged_hf(const language_model& lm, const std::string& dir) {
         if (name == "bos") cfg["bos_token_id"] = id;
         if (name == "eos") cfg["eos_token_id"] = id;
     }
-    if (!c.rope_freq_factors.empty())
-        throw user_error("the base uses Llama 3.1 rope scaling, which the merged export does not write yet",
-                         "serve the PEFT adapter on the original checkpoint instead of a merged copy");
-    write_text(out.tmp / "config.json", cfg.dump(2) + "\n");
-    // tokenizer files of an HF base travel along; a GGUF base's vocabulary is not re-exported
+    // rope scaling: an HF base's own entry as it was, else recovered from the frequency factors
     const fs::path base(lm.info().path);
-    if (fs::is_directory(base))
+    nlohmann::json base_cfg;
+    if (fs::is_directory(base) && fs::exists(base / "config.json")) {
+        std::ifstream f(base / "config.json");
+        base_cfg = nlohmann::json::parse(f, nullptr, false);
+    }
+    if (!c.rope_freq_factors.empty()) {
+        if (base_cfg.is_object() && base_cfg.contains("rope_scaling") && !base_cfg["rope_scaling"].is_null())
+            cfg["rope_scaling"] = base_cfg["rope_scaling"];
+        else if (base_cfg.is_object() && base_cfg.contains("rope_parameters"))
+            cfg["rope_parameters"] = base_cfg["rope_parameters"];
+        else
+            cfg["rope_scaling"] = hf_rope_scaling(c);
+    }
+    write_text(out.tmp / "config.json", cfg.dump(2) + "\n");
+    // tokenizer files: an HF base's travel along; a GGUF base's vocabulary is rebuilt as tokenizer.json
+    if (fs::is_directory(base)) {
         for (const char* f : {"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json",
                               "vocab.json", "merges.txt", "tokenizer.model"})
             if (fs::exists(base / f)) fs::copy_file(base / f, out.tmp / f);
+    } else if (lm.info().format == source_format::gguf) {
+        gguf_reader g(base.string());
+        if (g.has("tokenizer.ggml.model"))
+            write_hf_tokenizer(g, out.tmp.string(), c.context_length);
+        else
+            log_warn("{} has no vocabulary: the merged directory has no tokenizer files", base.string());
+    }
     out.commit();
 }
 

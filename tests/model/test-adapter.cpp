@@ -11,9 +11,11 @@
 #include "common/common.h"
 #include "model/adapter.h"
 #include "model/format/gguf-reader.h"
+#include "model/format/hf-export.h"
 #include "model/format/safetensors.h"
 #include "model/llama.h"
 #include "model/model.h"
+#include "model/tokenizer.h"
 #include "tests/test-util.h"
 
 using namespace slm;
@@ -253,6 +255,43 @@ TEST_CASE("adapter fixtures: ours (checked by PEFT and llama.cpp) and PEFT's own
         std::ofstream(dir + "/ours-logits.json") << j.dump() << "\n";
         MESSAGE("wrote our adapter fixtures to ", dir);
     }
+    // SLMCTL_PARITY_OUT=DIR: the uncommitted side of peft_parity.py (transformers loads our merged
+    // checkpoints and our tokenizer.json rebuilt from GGUF vocabularies)
+    if (const char* out = std::getenv("SLMCTL_PARITY_OUT"); out && *out) {
+        const std::string o = out;
+        fs::create_directories(o);
+        auto lm = load("tiny-llama");
+        model::load_adapter(lm->decoder(), dir + "/ours-peft");
+        model::merge_lora(lm->decoder());
+        model::save_merged_hf(*lm, o + "/merged-from-hf");
+        auto lg = load("tiny-llama.gguf");
+        model::load_adapter(lg->decoder(), dir + "/ours.gguf");
+        model::merge_lora(lg->decoder());
+        model::save_merged_hf(*lg, o + "/merged-from-gguf");
+        const std::string vocab = test::shared_data("tokenizers/llama.cpp-vocab/");
+        std::vector<std::pair<std::string, std::string>> toks = {{"gpt-2", vocab + "ggml-vocab-gpt-2.gguf"},
+                                                                 {"llama-spm", vocab + "ggml-vocab-llama-spm.gguf"}};
+        if (fs::exists(model::default_smollm2_path())) toks.push_back({"smollm2", model::default_smollm2_path()});
+        for (const auto& [name, f] : toks) {
+            const std::string d = o + "/tokenizer-" + name;
+            fs::create_directories(d);
+            model::write_hf_tokenizer(model::gguf_reader(f), d, 2048);
+            // our own encodings of the llama.cpp test strings, for transformers to match
+            auto tok = model::tokenizer::from_gguf(model::gguf_reader(f));
+            const std::string inp = test::read_file(vocab + "ggml-vocab-llama-spm.gguf.inp");
+            nlohmann::json cases = nlohmann::json::array();
+            const std::string sep = "\n__ggml_vocab_test__\n";
+            for (size_t at = 0;;) {
+                size_t next = inp.find(sep, at);
+                if (next == std::string::npos) break;
+                const std::string s = inp.substr(at, next - at);
+                cases.push_back({{"text", s}, {"ids", tok.encode(s, false, false)}});
+                at = next + sep.size();
+            }
+            std::ofstream(d + "/slmctl-encodings.json") << cases.dump() << "\n";
+        }
+        MESSAGE("wrote the parity scratch outputs to ", o);
+    }
     REQUIRE_MESSAGE(fs::exists(dir + "/ours-logits.json"), "run with SLMCTL_WRITE_FIXTURES=1, then tests/ref/peft_parity.py");
     auto ours = nlohmann::json::parse(test::read_file(dir + "/ours-logits.json"));
     {
@@ -271,5 +310,49 @@ TEST_CASE("adapter fixtures: ours (checked by PEFT and llama.cpp) and PEFT's own
         const double d = max_diff(logits_of(lm->decoder()), from_json(theirs["logits"]));
         MESSAGE("PEFT-saved adapter: max abs logit diff vs PEFT ", d);
         CHECK(d < 1e-4);
+    }
+}
+
+// A merged checkpoint of a GGUF base carries a tokenizer.json rebuilt from the GGUF vocabulary: read
+// back by our HF loader it must tokenize like the GGUF itself (transformers' side: peft_parity.py).
+TEST_CASE("GGUF vocabulary -> tokenizer.json: the same tokens as the GGUF tokenizer") {
+    const std::string vocab = test::shared_data("tokenizers/llama.cpp-vocab/");
+    std::vector<std::string> cases;
+    {
+        const std::string inp = test::read_file(vocab + "ggml-vocab-llama-spm.gguf.inp");
+        const std::string sep = "\n__ggml_vocab_test__\n";
+        for (size_t at = 0;;) {
+            size_t next = inp.find(sep, at);
+            if (next == std::string::npos) break;
+            cases.push_back(inp.substr(at, next - at));
+            at = next + sep.size();
+        }
+        cases.push_back("<|im_start|>user\nHi <s> 1234567 don't\t\tstop</s><|im_end|>");
+    }
+    REQUIRE(cases.size() > 20);
+    std::vector<std::string> files = {vocab + "ggml-vocab-gpt-2.gguf", vocab + "ggml-vocab-llama-spm.gguf"};
+    if (fs::exists(model::default_smollm2_path())) files.push_back(model::default_smollm2_path());
+    for (const auto& f : files) {
+        CAPTURE(f);
+        test::temp_dir t;
+        model::gguf_reader g(f);
+        model::write_hf_tokenizer(g, t.path.string(), 2048);
+        CHECK(fs::exists(t / "tokenizer_config.json"));
+        CHECK(fs::exists(t / "special_tokens_map.json"));
+        auto want = model::tokenizer::from_gguf(g);
+        auto got = model::tokenizer::from_hf_json(t / "tokenizer.json");
+        CHECK(got.vocab_size() == want.vocab_size());
+        CHECK(got.bos_id() == want.bos_id());
+        CHECK(got.eos_id() == want.eos_id());
+        CHECK(got.add_bos() == want.add_bos());
+        size_t same = 0;
+        for (const auto& s : cases) {
+            const auto a = got.encode(s, false, true), b = want.encode(s, false, true);
+            if (a == b) ++same;
+            else MESSAGE("differs on: ", s);
+        }
+        CHECK(same == cases.size());
+        auto cfg = nlohmann::json::parse(test::read_file(t / "tokenizer_config.json"));
+        CHECK(cfg.value("chat_template", std::string()) == g.get_string("tokenizer.chat_template", ""));
     }
 }
