@@ -306,7 +306,7 @@ void remove_lora(llama_model& m) {
 }
 
 void merge_lora(llama_model& m) {
-    SLM_ASSERT(m.int4_max_rows == 0 || !m.layers.empty(), "merge before enabling int4 decode");
+    SLM_ASSERT(m.int4_max_rows == 0, "merge_lora after enable_int4_decode: the 4-bit copies would keep the unmerged weights");
     torch::NoGradGuard ng;
     for (auto& L : m.layers)
         for (int i = 0; i < n_projs; ++i) {
@@ -488,13 +488,14 @@ lora_config load_gguf_adapter_impl(llama_model& m, const std::string& path) {
         throw user_error(fmt::format("{}: adapter for architecture '{}', base model is '{}'", path, arch, m.config.arch),
                          "pass the --base the adapter was made for");
     lora_config c;
+    // llama.cpp: no (or zero) alpha means scale 1, i.e. alpha = r (set below once r is known)
     c.alpha = g.get_f32("adapter.lora.alpha", 0.f);
+    const bool no_alpha = !(c.alpha > 0);
     c.targets.clear();
     const bool perm = gguf_interleaved(m.config);
     remove_lora(m);
     auto read = [&](const gguf_tensor& t) {
-        if (t.type != ggml_type::f32)
-            throw user_error(fmt::format("{}: tensor {} is not F32", path, t.name), "write the adapter in f32");
+        // any type the reader dequantizes (convert_lora_to_gguf.py writes f16 by default)
         std::vector<int64_t> shape(t.dims.rbegin(), t.dims.rend());
         auto v = g.tensor_f32(t.name);
         return torch::from_blob(v.data(), shape, torch::kFloat32).clone();
@@ -512,7 +513,11 @@ lora_config load_gguf_adapter_impl(llama_model& m, const std::string& path) {
                                              !a ? gguf_key(int(l), p, 'a') : gguf_key(int(l), p, 'b'), m.layers.size()),
                                  "the adapter was trained on another base model: pass the --base it was made for");
             auto ta = read(*a), tb = read(*b);
-            if (l == 0) c.rank = ta.size(0);
+            if (c.rank != ta.size(0) && !c.targets.empty() && (l > 0 || c.targets.size() > 1))
+                throw user_error(fmt::format("{}: {} has rank {}, the other adapters rank {}", path, a->name, ta.size(0), c.rank),
+                                 "adapters with a rank per module are not supported");
+            c.rank = ta.size(0);
+            if (no_alpha) c.alpha = double(c.rank);
             if (tb.dim() == 2 && tb.size(0) == m.layers[l].projection(p).out_features()) {
                 if (perm && p == proj::q) tb = unpermute_interleaved_rope(tb, m.config.n_heads);
                 if (perm && p == proj::k) tb = unpermute_interleaved_rope(tb, m.config.n_kv_heads);

@@ -356,3 +356,21 @@ TEST_CASE("GGUF vocabulary -> tokenizer.json: the same tokens as the GGUF tokeni
         CHECK(cfg.value("chat_template", std::string()) == g.get_string("tokenizer.chat_template", ""));
     }
 }
+
+TEST_CASE("merged config.json: rope_scaling recovered from the frequency factors") {
+    model::llama_config c;
+    c.head_dim = 64;
+    c.rope_theta = 500000.f;
+    CHECK(model::hf_rope_scaling(c).is_null());
+    c.rope_freq_factors = model::llama3_rope_factors(64, 500000.f, 32.f, 1.f, 4.f, 8192);  // Llama 3.2
+    auto j = model::hf_rope_scaling(c);
+    CHECK(j["rope_type"] == "llama3");
+    CHECK(j["factor"].get<double>() == doctest::Approx(32));
+    CHECK(j["low_freq_factor"].get<double>() == doctest::Approx(1));
+    CHECK(j["high_freq_factor"].get<double>() == doctest::Approx(4));
+    CHECK(j["original_max_position_embeddings"] == 8192);
+    c.rope_freq_factors.assign(32, 2.f);
+    CHECK(model::hf_rope_scaling(c)["rope_type"] == "linear");
+    for (size_t i = 0; i < 32; ++i) c.rope_freq_factors[i] = 1.f + float(i % 3);
+    CHECK_THROWS_AS(model::hf_rope_scaling(c), user_error);
+}
