@@ -618,8 +618,8 @@ void save_merged_hf(const language_model& lm, const std::string& dir) {
     cfg["head_dim"] = c.head_dim;
     cfg["hidden_act"] = "silu";
     cfg["max_position_embeddings"] = c.context_length;
-    cfg["rms_norm_eps"] = c.rms_eps;
-    cfg["rope_theta"] = c.rope_theta;
+    cfg["rms_norm_eps"] = std::stod(fmt::format("{}", c.rms_eps));  // 1e-05, not 9.99999974e-06
+    cfg["rope_theta"] = std::stod(fmt::format("{}", c.rope_theta));
     cfg["vocab_size"] = c.vocab_size;
     cfg["tie_word_embeddings"] = c.tied_embeddings;
     if (!qwen) cfg["attention_bias"] = c.qkv_bias;
@@ -634,6 +634,16 @@ void save_merged_hf(const language_model& lm, const std::string& dir) {
     if (fs::is_directory(base) && fs::exists(base / "config.json")) {
         std::ifstream f(base / "config.json");
         base_cfg = nlohmann::json::parse(f, nullptr, false);
+    }
+    // special ids the tokenizer did not give (a base loaded without it): the base's config or GGUF
+    if (base_cfg.is_object()) {
+        for (const char* k : {"bos_token_id", "eos_token_id", "pad_token_id"})
+            if (!cfg.contains(k) && base_cfg.contains(k) && !base_cfg[k].is_null()) cfg[k] = base_cfg[k];
+    } else if (lm.info().format == source_format::gguf) {
+        gguf_reader g(base.string());
+        for (auto [k, gk] : {std::pair{"bos_token_id", "tokenizer.ggml.bos_token_id"}, {"eos_token_id", "tokenizer.ggml.eos_token_id"},
+                             {"pad_token_id", "tokenizer.ggml.padding_token_id"}})
+            if (!cfg.contains(k) && g.has(gk)) cfg[k] = g.get_u32(gk);
     }
     if (!c.rope_freq_factors.empty()) {
         if (base_cfg.is_object() && base_cfg.contains("rope_scaling") && !base_cfg["rope_scaling"].is_null())

@@ -290,6 +290,41 @@ TEST_CASE("adapter fixtures: ours (checked by PEFT and llama.cpp) and PEFT's own
             }
             std::ofstream(d + "/slmctl-encodings.json") << cases.dump() << "\n";
         }
+        // SmolLM2 (GGUF, Q4_1 dequantized to fp32, tied head) with an adapter, merged: the whole path
+        // a user takes from `slmctl finetune --merge` to transformers
+        if (fs::exists(model::default_smollm2_path())) {
+            model::load_options lo;
+            lo.dtype = "fp32";
+            lo.int4_decode = "off";
+            auto sm = model::load_model(model::default_smollm2_path(), lo);
+            auto& d = sm->decoder();
+            auto c = cfg();
+            model::add_lora(d, c, 21);
+            {
+                torch::NoGradGuard ng;
+                auto g = at::detail::createCPUGenerator(22);
+                auto ps = model::lora_parameters(d);
+                for (size_t i = 1; i < ps.size(); i += 2) ps[i].normal_(0, 0.02, g);
+            }
+            const std::string text = "<|im_start|>user\nWrite a haiku about 42 cats.<|im_end|>\n<|im_start|>assistant\n";
+            const auto ids32 = sm->tok().encode(text, false, true);
+            const std::vector<int64_t> sids(ids32.begin(), ids32.end());
+            torch::Tensor lg;
+            {
+                torch::NoGradGuard ng;
+                lg = d.forward(torch::tensor(sids).unsqueeze(0))[0];  // (T, V)
+            }
+            auto plain_argmax = lg.argmax(-1);
+            model::merge_lora(d);
+            model::save_merged_hf(*sm, o + "/merged-smollm2");
+            auto last = lg[-1].contiguous();
+            nlohmann::json j = {{"text", text},
+                                {"input_ids", sids},
+                                {"argmax", std::vector<int64_t>(plain_argmax.data_ptr<int64_t>(),
+                                                                plain_argmax.data_ptr<int64_t>() + plain_argmax.numel())},
+                                {"last_logits", std::vector<float>(last.data_ptr<float>(), last.data_ptr<float>() + last.numel())}};
+            std::ofstream(o + "/merged-smollm2/slmctl-logits.json") << j.dump() << "\n";
+        }
         MESSAGE("wrote the parity scratch outputs to ", o);
     }
     REQUIRE_MESSAGE(fs::exists(dir + "/ours-logits.json"), "run with SLMCTL_WRITE_FIXTURES=1, then tests/ref/peft_parity.py");

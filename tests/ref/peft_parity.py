@@ -14,6 +14,7 @@
    base + ours.gguf) and must give our adapted logits (max abs diff <= 1e-4).
 5. transformers' AutoTokenizer loads OUR tokenizer.json rebuilt from GGUF vocabularies (gpt-2,
    llama-spm, SmolLM2) and must encode llama.cpp's tokenizer test strings as slmctl does.
+   Also SmolLM2 (its GGUF, when fetched) with an adapter, merged: same prompt ids, logits, argmax.
 4 and 5 read $SLMCTL_PARITY_OUT (default build/adapter-parity) and are skipped, saying so, without it.
 
 Run (from the repository root):
@@ -211,6 +212,23 @@ def merged_and_tokenizers(ours, ids):
             diff = (m(ids).logits[0] - want).abs().max().item()
         print(f"4. transformers on our {name} vs our adapted logits: max abs diff {diff:.3g} (limit 1e-4)")
         ok &= diff <= 1e-4
+    d = os.path.join(SCRATCH, "merged-smollm2")
+    if os.path.isdir(d):
+        ref = json.load(open(os.path.join(d, "slmctl-logits.json")))
+        tok = AutoTokenizer.from_pretrained(d)
+        got_ids = tok.encode(ref["text"], add_special_tokens=False)
+        m = AutoModelForCausalLM.from_pretrained(d, dtype=torch.float32)
+        m.eval()
+        with torch.no_grad():
+            lg = m(torch.tensor([ref["input_ids"]])).logits[0]
+        diff = (lg[-1] - torch.tensor(ref["last_logits"])).abs().max().item()
+        same_argmax = lg.argmax(-1).tolist() == ref["argmax"]
+        print(f"4. transformers on our merged SmolLM2 (GGUF base + adapter): prompt ids "
+              f"{'equal' if got_ids == ref['input_ids'] else 'DIFFERENT'}, last-position logits max abs diff "
+              f"{diff:.3g} (limit 1e-3), argmax at every position {'equal' if same_argmax else 'DIFFERENT'}")
+        ok &= got_ids == ref["input_ids"] and diff <= 1e-3 and same_argmax
+    else:
+        print("4. merged SmolLM2: SKIPPED (not written: no SmolLM2 GGUF)")
     for name in ("gpt-2", "llama-spm", "smollm2"):
         d = os.path.join(SCRATCH, "tokenizer-" + name)
         if not os.path.isdir(d):
