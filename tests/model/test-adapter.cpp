@@ -268,6 +268,17 @@ TEST_CASE("adapter fixtures: ours (checked by PEFT and llama.cpp) and PEFT's own
         model::load_adapter(lg->decoder(), dir + "/ours.gguf");
         model::merge_lora(lg->decoder());
         model::save_merged_hf(*lg, o + "/merged-from-gguf");
+        for (const char* qb : {"tiny-qwen2", "tiny-qwen2.gguf"}) {  // q/k/v biases, qwen2 config
+            auto q = load(qb);
+            model::add_lora(q->decoder(), cfg(), 31);
+            randomize_b(q->decoder(), 32);
+            auto want = logits_of(q->decoder());
+            model::merge_lora(q->decoder());
+            const std::string d = o + "/merged-" + std::string(qb).substr(0, std::string(qb).find('.')) +
+                                  (std::string(qb).ends_with(".gguf") ? "-gguf" : "");
+            model::save_merged_hf(*q, d);
+            std::ofstream(d + "/slmctl-logits.json") << nlohmann::json{{"input_ids", ids}, {"logits", to_json(want)}}.dump() << "\n";
+        }
         const std::string vocab = test::shared_data("tokenizers/llama.cpp-vocab/");
         std::vector<std::pair<std::string, std::string>> toks = {{"gpt-2", vocab + "ggml-vocab-gpt-2.gguf"},
                                                                  {"llama-spm", vocab + "ggml-vocab-llama-spm.gguf"}};

@@ -212,6 +212,15 @@ def merged_and_tokenizers(ours, ids):
             diff = (m(ids).logits[0] - want).abs().max().item()
         print(f"4. transformers on our {name} vs our adapted logits: max abs diff {diff:.3g} (limit 1e-4)")
         ok &= diff <= 1e-4
+    for name in ("merged-tiny-qwen2", "merged-tiny-qwen2-gguf"):
+        d = os.path.join(SCRATCH, name)
+        ref = json.load(open(os.path.join(d, "slmctl-logits.json")))
+        m = AutoModelForCausalLM.from_pretrained(d, dtype=torch.float32)
+        m.eval()
+        with torch.no_grad():
+            diff = (m(torch.tensor([ref["input_ids"]])).logits[0] - torch.tensor(ref["logits"])).abs().max().item()
+        print(f"4. transformers on our {name} (Qwen2, q/k/v biases) vs our adapted logits: max abs diff {diff:.3g} (limit 1e-4)")
+        ok &= diff <= 1e-4
     d = os.path.join(SCRATCH, "merged-smollm2")
     if os.path.isdir(d):
         ref = json.load(open(os.path.join(d, "slmctl-logits.json")))
