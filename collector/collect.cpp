@@ -12,6 +12,7 @@
 
 #include "collector/collector.h"
 #include "collector/json-dom.h"
+#include "collector/json-splitter.h"
 #include "collector/line-reader.h"
 #include "common/common.h"
 #include "store/stages.h"
@@ -30,6 +31,7 @@ struct chunk_item {
     size_t off = 0, len = 0;
     int64_t line = 0;
     bool too_long = false;
+    std::string reason, detail;  // set: quarantined as is (a JSON document the splitter could not cut)
 };
 
 struct work_chunk {
@@ -50,7 +52,7 @@ struct work_chunk {
 
 constexpr size_t chunk_bytes = 4 << 20;
 constexpr size_t chunk_lines = 4096;
-constexpr size_t document_limit = size_t(1) << 30;
+constexpr size_t document_read = 1 << 20;  // bytes handed to the splitter at a time
 
 bool only_brace(std::string_view line) {
     size_t a = 0, b = line.size();
@@ -92,8 +94,12 @@ private:
                 ++files_opened_;
                 seen_content_ = false;
                 log_verbose("collect: reading {}{}", inputs_[cur_].display, reader_->gzip() ? " (gzip)" : "");
+                // a JSON array document (pretty-printed or on one line of any length): split it
+                if (reader_->peek_content() == '[')
+                    splitter_ = std::make_unique<json_splitter>(static_cast<size_t>(p_.max_line_bytes), 1);
             }
             c.file = cur_;
+            if (splitter_) return read_document(c);
             std::string_view line;
             bool too_long;
             while (c.text.size() < chunk_bytes && c.items.size() < chunk_lines) {
@@ -107,13 +113,16 @@ private:
                     continue;
                 }
                 if (!seen_content_ && !too_long && only_brace(line)) {
-                    // a pretty-printed JSON document: read it whole, one record per top-level value
-                    read_document(c, line);
-                    close_file(c);
-                    return true;
+                    // a pretty-printed JSON document: one record per top-level value
+                    --c.lines;  // a document counts records, not lines
+                    splitter_ = std::make_unique<json_splitter>(static_cast<size_t>(p_.max_line_bytes), reader_->line_no());
+                    doc_buf_.assign(line);
+                    doc_buf_.push_back('\n');
+                    splitter_->feed(doc_buf_, [&](const split_record& r) { add_record(c, r); });
+                    return read_document(c);
                 }
                 seen_content_ = true;
-                c.items.push_back({c.text.size(), line.size(), reader_->line_no(), too_long});
+                c.items.push_back({c.text.size(), line.size(), reader_->line_no(), too_long, {}, {}});
                 c.text.append(line);
                 if (stop_requested()) return true;
             }
@@ -133,52 +142,28 @@ private:
         c.last_of_file = true;
     }
 
-    // The whole file as JSON values in a row; arrays give one record per element. Line numbers
-    // are those where each value (element) starts.
-    void read_document(work_chunk& c, std::string_view first) {
-        std::string text(first);
-        text.push_back('\n');
-        int64_t base_line = reader_->line_no();
-        if (!reader_->read_rest(text, document_limit))
-            throw user_error(fmt::format("'{}' is a JSON document larger than {}", inputs_[cur_].display,
-                                         human_bytes(document_limit)),
-                             "write one record per line (JSONL) for large inputs");
-        json::document d;
-        size_t pos = 0, counted = 0;
-        int64_t line = base_line;
-        auto line_at = [&](size_t off) {
-            for (; counted < off; ++counted)
-                if (text[counted] == '\n') ++line;
-            return line;
-        };
-        auto skip_ws = [&] {
-            while (pos < text.size() && (text[pos] == ' ' || text[pos] == '\n' || text[pos] == '\r' || text[pos] == '\t'))
-                ++pos;
-        };
-        skip_ws();
-        while (pos < text.size()) {
-            size_t start = pos;
-            if (!d.parse_prefix(text, pos)) {
-                c.items.push_back({c.text.size(), text.size() - start, line_at(start), false});
-                c.text.append(text, start, std::string::npos);  // quarantined as invalid_json
-                break;
+    // A JSON document, streamed: values in a row, a top-level array giving one record per
+    // element; line numbers are those where each record starts. Memory: one chunk and one record.
+    bool read_document(work_chunk& c) {
+        auto add = [&](const split_record& r) { add_record(c, r); };
+        while (c.text.size() < chunk_bytes && c.items.size() < chunk_lines) {
+            if (stop_requested()) return true;
+            doc_buf_.clear();
+            if (reader_->read_some(doc_buf_, document_read) == 0) {
+                splitter_->finish(add);
+                splitter_.reset();
+                close_file(c);
+                return true;
             }
-            const json::node& root = d.root();
-            if (root.k == json::kind::array) {
-                d.elements(root, [&](const json::node& el) {
-                    // an element's raw text; strings keep their quotes
-                    bool quoted = el.k == json::kind::string;
-                    size_t off = static_cast<size_t>(el.p - text.data()) - (quoted ? 1 : 0);
-                    size_t len = el.n + (quoted ? 2 : 0);
-                    c.items.push_back({c.text.size(), len, line_at(off), false});
-                    c.text.append(text, off, len);
-                });
-            } else {
-                c.items.push_back({c.text.size(), pos - start, line_at(start), false});
-                c.text.append(text, start, pos - start);
-            }
-            skip_ws();
+            splitter_->feed(doc_buf_, add);
         }
+        return true;
+    }
+
+    static void add_record(work_chunk& c, const split_record& r) {
+        ++c.lines;
+        c.items.push_back({c.text.size(), r.text.size(), r.line, false, r.reason, r.detail});
+        c.text.append(r.text);
     }
 
     void normalize(work_chunk& c) {
@@ -190,7 +175,9 @@ private:
             r.clear();
             const chunk_item& it = c.items[static_cast<size_t>(i)];
             std::string_view text(c.text.data() + it.off, it.len);
-            if (it.too_long)
+            if (!it.reason.empty())
+                nm.quarantine(text, file, it.line, it.reason, it.detail, r);
+            else if (it.too_long)
                 nm.quarantine(text, file, it.line, "line_too_long",
                               fmt::format("line longer than {} bytes (--max-line-bytes)", p_.max_line_bytes), r);
             else
@@ -221,6 +208,8 @@ private:
     int threads_;
     std::vector<std::unique_ptr<normalizer>> norms_;
     std::unique_ptr<line_reader> reader_;
+    std::unique_ptr<json_splitter> splitter_;  // set while the current file is a JSON document
+    std::string doc_buf_;
     size_t next_file_ = 0, cur_ = 0;
     int64_t files_opened_ = 0;
     uint64_t consumed_done_ = 0;

@@ -260,4 +260,44 @@ bool line_reader::read_rest(std::string& out, size_t limit) {
     return true;
 }
 
+int line_reader::peek_content() {
+    for (;;) {
+        size_t i = beg_;
+        if (first_ && end_ - beg_ >= 3 && std::memcmp(buf_.data() + beg_, "\xEF\xBB\xBF", 3) == 0) i += 3;
+        for (; i < end_; ++i) {
+            char ch = buf_[i];
+            if (ch != ' ' && ch != '\t' && ch != '\r' && ch != '\n') return static_cast<unsigned char>(ch);
+        }
+        if (eof_ || end_ == buf_.size()) return -1;
+        size_t got = fill(buf_.data() + end_, buf_.size() - end_);
+        if (got == 0)
+            eof_ = true;
+        else
+            end_ += got;
+    }
+}
+
+size_t line_reader::read_some(std::string& out, size_t max) {
+    for (;;) {
+        if (beg_ >= end_) {
+            if (eof_) return 0;
+            beg_ = 0;
+            end_ = fill(buf_.data(), buf_.size());
+            if (end_ == 0) {
+                eof_ = true;
+                return 0;
+            }
+        }
+        if (first_) {
+            first_ = false;
+            if (end_ - beg_ >= 3 && std::memcmp(buf_.data() + beg_, "\xEF\xBB\xBF", 3) == 0) beg_ += 3;
+            continue;
+        }
+        size_t n = std::min(max, end_ - beg_);
+        out.append(buf_.data() + beg_, n);
+        beg_ += n;
+        return n;
+    }
+}
+
 }  // namespace slm::collector

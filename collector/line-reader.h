@@ -40,6 +40,12 @@ public:
     /// Appends everything not yet returned (buffered and unread) to `out`; false if that would
     /// exceed `limit` bytes in total.
     bool read_rest(std::string& out, size_t limit);
+    /// Before the first line is read: the first byte that is not whitespace (a UTF-8 BOM skipped),
+    /// without consuming anything; -1 at end of input or when the first MiB is all whitespace.
+    int peek_content();
+    /// Appends up to `max` bytes not yet returned (a leading BOM dropped) to `out`, bypassing the
+    /// line logic (line_no() no longer counts); returns the bytes appended, 0 at end of input.
+    size_t read_some(std::string& out, size_t max);
 
 private:
     size_t fill(char* dst, size_t cap);  // decompressed bytes into dst, 0 at end
