@@ -31,8 +31,12 @@ step "S3 cluster: recurring tasks and their SLM suitability"
 try $slm cluster
 step "S4 select: candidate small models per cluster"
 try $slm select --model "$models/SmolLM2-135M-Instruct.Q4_1.gguf"
-step "S5 finetune: LoRA on the most suitable cluster"
-try $slm finetune --model "$models/SmolLM2-135M-Instruct.Q4_1.gguf"
+step "S5 finetune: LoRA on the most suitable cluster (bounded for the demo: 20 steps of 4 calls, at most 8 minutes)"
+# the cluster with the highest SLM suitability among those with at least 50 calls
+cluster=$($slm cluster --run "$($slm db info --json | python3 -c 'import json,sys; print([r["id"] for r in json.load(sys.stdin)["runs"] if r["command"]=="cluster" and r["status"]=="ok"][-1])')" --json |
+  python3 -c 'import json,sys; cs=[c for c in json.load(sys.stdin)["clusters"] if c["id"]>=0 and c["size"]>=50]; print(max(cs, key=lambda c: c["suitability"] or 0)["id"])')
+try $slm finetune --cluster "$cluster" --base "$models/SmolLM2-135M-Instruct.Q4_1.gguf" --max-steps 20 \
+  --batch-size 4 --max-tokens 768 --eval-every 10 --val-max 16 --lr 1e-3 --time-budget 8 --format both
 step "eval: small model vs the logged LLM answers"
 try $slm eval
 step "the base model itself"
