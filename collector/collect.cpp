@@ -365,7 +365,7 @@ collect_summary collect(store::db& d, const collect_params& p) {
     bool known = false;
     for (const char* f : formats) known |= p.format == f;
     if (!known)
-        throw user_error(fmt::format("unknown --format '{}'", p.format), "use auto, flywheel, pair, finetune, legacy or otel");
+        throw user_error(fmt::format("unknown --format '{}'", p.format), "use auto, flywheel, pair, finetune, legacy, otel, sharegpt or alpaca");
     if (p.paths.empty()) throw user_error("no input given", "pass log files, directories, .gz files, or - for stdin");
     if (p.batch < 1) throw user_error(fmt::format("--batch must be at least 1 (got {})", p.batch));
     int stdin_uses = 0;

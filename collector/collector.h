@@ -79,6 +79,36 @@ struct pii_kind_info {
 const pii_kind_info& kind_info(pii k);
 
 
+/// Input: JSONL (one record per line) or JSON documents (a file whose first content is '[' or a
+/// line holding only '{'): top-level values in a row, a top-level array giving one record per
+/// element, streamed (one record in memory at a time, so arrays of any size); source_line is the
+/// line where the record starts.
+///
+/// Record forms, detected per record (or forced with --format; a record of another form is then
+/// quarantined format_mismatch):
+///   flywheel  {timestamp?, workload_id?, client_id?, request, response, latency_ms?}
+///   pair      {request, response}: an OpenAI chat request and its chat.completion
+///   finetune  {messages: [..., assistant]}, optional tools
+///   legacy    any of those with OpenAI's older functions / function_call
+///   otel      OTLP/JSON {resourceSpans}: GenAI inference spans
+///   sharegpt  LLaMA-Factory ShareGPT {conversations: [{from, value}], system?, tools?} with the
+///             default tags human, gpt, function_call, observation, system. Each gpt / function_call
+///             turn is one call: its request is every turn before it (system from `system` or system
+///             turns, human -> user, gpt -> assistant, function_call -> assistant tool_calls with
+///             ids call_1, call_2... counted over the record, observation -> tool answering the
+///             previous function_call), tools in OpenAI form (a JSON string or an array; bare
+///             function objects wrapped), its response the turn's text or tool calls. All calls of
+///             a record share its source_line; the k-th turn is the one after the request's
+///             messages. One bad turn (unknown tag, function_call value that is not JSON,
+///             observation with no function_call before it, a first turn that is not human or
+///             system) or tools that are not JSON quarantine the whole record (bad_field, the
+///             detail naming conversations[i] and its turn): no conversation is stored in part.
+///   alpaca    LLaMA-Factory Alpaca {instruction, input?, output, system?, history?: [[q, a]...]}:
+///             one call, messages system?, history as user/assistant pairs, user "instruction\ninput"
+///             (the instruction alone when input is empty), response the output.
+/// sharegpt and alpaca carry no workload id: it stays empty (as for finetune: clustering lets such
+/// calls join any node's cluster) unless --workload sets it.
+///
 /// Stored `calls.format` values.
 /// sharegpt: LLaMA-Factory's ShareGPT form {conversations: [{from, value}], system?, tools?}, one call
 /// per assistant turn (gpt or function_call) whose request is the conversation before it;

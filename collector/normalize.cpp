@@ -34,6 +34,8 @@ const char* format_name(record_format f) {
     case record_format::otel: return "otel";
     case record_format::sharegpt: return "sharegpt";
     case record_format::alpaca: return "alpaca";
+    case record_format::sharegpt: return "sharegpt";
+    case record_format::alpaca: return "alpaca";
     }
     return "?";
 }
@@ -1067,12 +1069,26 @@ struct normalizer::impl {
         }
         bool envelope = req || resp;
         bool finetune = !envelope && msgs;
+        const bool sharegpt = !envelope && !finetune && d.get(root, "conversations");
+        const bool alpaca = !envelope && !finetune && !sharegpt && d.get(root, "instruction");
+        if (sharegpt || alpaca || forced == "sharegpt" || forced == "alpaca") {
+            const char* looks = sharegpt ? "sharegpt" : alpaca ? "alpaca" : envelope ? "a {request, response} pair"
+                                : finetune ? "finetune" : "none of the known forms";
+            if (forced != "auto" && forced != looks) {
+                quarantine(raw, file, line, "format_mismatch",
+                           fmt::format("--format {} but the record looks like {}", forced, looks), out);
+                return;
+            }
+            llamafactory_record(d, root, sharegpt ? record_format::sharegpt : record_format::alpaca, raw, file, line, out);
+            return;
+        }
         if (!envelope && !finetune) {
             if (forced == "otel")
                 quarantine(raw, file, line, "format_mismatch", "--format otel but the record has no resourceSpans", out);
             else
                 quarantine(raw, file, line, "unknown_format",
-                           "expected {request, response}, {messages}, or OTLP {resourceSpans}", out);
+                           "expected {request, response}, {messages}, ShareGPT {conversations}, Alpaca {instruction, output}, "
+                           "or OTLP {resourceSpans}", out);
             return;
         }
         record_format fmt;
@@ -1222,6 +1238,35 @@ struct normalizer::impl {
                 out.calls.push_back(std::move(c));
             else
                 quarantine(raw, file, line, fail.reason, fmt::format("assistant turn {}: {}", k + 1, fail.detail), out);
+        }
+    }
+
+    // ShareGPT / Alpaca: rewritten as fine-tuning-form records (one per assistant turn), each then
+    // normalized like a {messages} record. A refused record is quarantined whole.
+    void llamafactory_record(const json::document& d, const node& root, record_format fmt, std::string_view raw,
+                             std::string_view file, int64_t line, record_result& out) {
+        llamafactory_calls lf;
+        bool ok = fmt == record_format::sharegpt ? sharegpt_to_records(d, root, lf) : alpaca_to_record(d, root, lf);
+        if (!ok) {
+            quarantine(raw, file, line, lf.reason, lf.detail, out);
+            return;
+        }
+        const size_t first = out.calls.size();
+        for (size_t k = 0; k < lf.records.size(); ++k) {
+            call_record c;
+            failure fail;
+            if (!aux_doc.parse_owned(std::move(lf.records[k]))) {  // a bug: the records are written here
+                fail = {"bad_field", fmt::format("internal: rewritten record is not JSON ({})", aux_doc.error().what)};
+            } else if (normalize_openai(aux_doc, aux_doc.root(), fmt, true, file, line, c, fail)) {
+                out.calls.push_back(std::move(c));
+                continue;
+            }
+            out.calls.resize(first);  // never half a conversation
+            quarantine(raw, file, line, fail.reason,
+                       fmt == record_format::sharegpt ? fmt::format("conversations[{}]: {}", lf.turns[k], fail.detail)
+                                                      : fail.detail,
+                       out);
+            return;
         }
     }
 
