@@ -23,7 +23,7 @@ namespace slm::collector {
 /// `slmctl collect` parameters; stored (resolved) as the run's params JSON.
 struct collect_params {
     std::vector<std::string> paths;  ///< files, directories (recursive, sorted), .gz files, or "-" for stdin
-    std::string format = "auto";     ///< auto|flywheel|pair|finetune|legacy|otel|sharegpt|alpaca: record format (auto: per line)
+    std::string format = "auto";     ///< auto|flywheel|pair|finetune|legacy|otel|sharegpt|alpaca (auto: per record)
     std::string workload;            ///< when set, the workload_id (agent node) of every call
     std::string client;              ///< when set, the client_id of every call
     bool scrub = true;               ///< scrub PII and secrets before storing (off only when asked for)
@@ -110,9 +110,6 @@ const pii_kind_info& kind_info(pii k);
 /// calls join any node's cluster) unless --workload sets it.
 ///
 /// Stored `calls.format` values.
-/// sharegpt: LLaMA-Factory's ShareGPT form {conversations: [{from, value}], system?, tools?}, one call
-/// per assistant turn (gpt or function_call) whose request is the conversation before it;
-/// alpaca: {instruction, input?, output, system?, history?: [[q, a], ...]}, one call per record.
 enum class record_format : uint8_t { flywheel, pair, finetune, legacy_functions, otel, sharegpt, alpaca };
 const char* format_name(record_format f);
 

@@ -136,25 +136,28 @@ bool sharegpt_to_records(const json::document& d, const node& root, llamafactory
     size_t i = 0;
     for (uint32_t at = d.first_child(*conv); at < conv->end; at = d.at(at).end, ++i) {
         const node& t = d.at(at);
-        const std::string where = fmt::format("conversations[{}] (turn {})", i, i + 1);
-        if (t.k != kind::object) return refuse(out, "bad_field", where + " is not an object");
+        // details start "conversations[i]: " and name the turn (1-based) and its tag
+        const std::string where = fmt::format("conversations[{}]", i);
+        if (t.k != kind::object) return refuse(out, "bad_field", fmt::format("{}: turn {} is not an object", where, i + 1));
         const node* from = d.get(t, "from");
         const node* value = d.get(t, "value");
         if (!from || from->k != kind::string)
-            return refuse(out, "bad_field", where + ": 'from' is missing or not a string");
+            return refuse(out, "bad_field", fmt::format("{}: 'from' is missing or not a string (turn {})", where, i + 1));
         const std::string tag(json::str(*from, scratch));
         if (!value || value->k != kind::string)
             return refuse(out, "bad_field",
-                          fmt::format("{} from '{}': 'value' is {}, not a string", where, tag, value ? kind_name(*value) : "missing"));
+                          fmt::format("{}: 'value' is {}, not a string (turn {}, '{}')", where,
+                                      value ? kind_name(*value) : "missing", i + 1, tag));
         const std::string_view text = json::str(*value, scratch);
         const bool answer = tag == "gpt" || tag == "function_call";
         if (!(answer || tag == "human" || tag == "observation" || tag == "system"))
             return refuse(out, "bad_field",
-                          fmt::format("{}: unknown role tag '{}' (expected human, gpt, function_call, observation or system; "
-                                      "tags renamed in a dataset_info.json are not read)", where, tag));
+                          fmt::format("{}: unknown role tag '{}' (turn {}; expected human, gpt, function_call, observation or "
+                                      "system: tags renamed in a dataset_info.json are not read)", where, tag, i + 1));
         if (!started && tag != "system" && tag != "human")
             return refuse(out, "bad_field",
-                          fmt::format("{} is a '{}' turn: a conversation starts with human (after any system turns)", where, tag));
+                          fmt::format("{}: an assistant turn before any user turn (turn {}, '{}'): a conversation starts "
+                                      "with human, after any system turns", where, i + 1, tag));
         started |= tag == "human";
         std::string m;
         if (tag == "system") {
@@ -165,7 +168,8 @@ bool sharegpt_to_records(const json::document& d, const node& root, llamafactory
             m = text_message("assistant", text);
         } else if (tag == "observation") {
             if (pending.empty())
-                return refuse(out, "bad_field", where + " is an observation that follows no function_call");
+                return refuse(out, "bad_field",
+                              fmt::format("{}: an observation that follows no function_call (turn {})", where, i + 1));
             const std::string& id = pending[std::min(answered, pending.size() - 1)];
             ++answered;
             m = "{\"role\":\"tool\",\"tool_call_id\":";
@@ -176,12 +180,13 @@ bool sharegpt_to_records(const json::document& d, const node& root, llamafactory
         } else {  // function_call: {"name", "arguments"} or a list of them, as JSON text
             if (!fc.parse_owned(std::string(text)))
                 return refuse(out, "bad_field",
-                              fmt::format("{} from 'function_call': value is not JSON ({} at byte {})", where, fc.error().what,
-                                          fc.error().offset));
+                              fmt::format("{}: a function_call value must be JSON {{name, arguments}}, this is not JSON "
+                                          "({} at byte {}; turn {})", where, fc.error().what, fc.error().offset, i + 1));
             const node& r = fc.root();
             if (r.k != kind::object && r.k != kind::array)
                 return refuse(out, "bad_field",
-                              fmt::format("{} from 'function_call': value is a JSON {}, not {{name, arguments}}", where, kind_name(r)));
+                              fmt::format("{}: a function_call value must be JSON {{name, arguments}}, not a {} (turn {})",
+                                          where, kind_name(r), i + 1));
             pending.clear();
             answered = 0;
             m = "{\"role\":\"assistant\",\"content\":null,\"tool_calls\":[";
@@ -191,7 +196,7 @@ bool sharegpt_to_records(const json::document& d, const node& root, llamafactory
                 if (!bad.empty()) return;
                 const node* name = fc.get(c, "name");
                 if (c.k != kind::object || !name || name->k != kind::string || name->n == 0) {
-                    bad = fmt::format("{} from 'function_call': call {} has no name", where, k);
+                    bad = fmt::format("{}: function_call {} has no name (turn {})", where, k, i + 1);
                     return;
                 }
                 const node* args = fc.get(c, "arguments");
@@ -219,7 +224,8 @@ bool sharegpt_to_records(const json::document& d, const node& root, llamafactory
             else
                 fc.elements(r, one);
             if (!bad.empty()) return refuse(out, "bad_field", bad);
-            if (k == 0) return refuse(out, "bad_field", where + " from 'function_call': an empty list of calls");
+            if (k == 0)
+                return refuse(out, "bad_field", fmt::format("{}: function_call with an empty list of calls (turn {})", where, i + 1));
             m += "]}";
         }
         if (answer) {

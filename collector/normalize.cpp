@@ -10,8 +10,6 @@
 #include <ctime>
 #include <cmath>
 
-#include <nlohmann/json.hpp>
-
 #include "collector/collector.h"
 #include "collector/json-dom.h"
 #include "collector/normalize-internal.h"
@@ -32,8 +30,6 @@ const char* format_name(record_format f) {
     case record_format::finetune: return "finetune";
     case record_format::legacy_functions: return "legacy_functions";
     case record_format::otel: return "otel";
-    case record_format::sharegpt: return "sharegpt";
-    case record_format::alpaca: return "alpaca";
     case record_format::sharegpt: return "sharegpt";
     case record_format::alpaca: return "alpaca";
     }
@@ -1047,26 +1043,6 @@ struct normalizer::impl {
             otel_record(d, *rs, file, line, out);
             return;
         }
-        const node* convs = d.get(root, "conversations");
-        const node* instruction = d.get(root, "instruction");
-        if (!req && !resp && !msgs && (convs || (instruction && d.get(root, "output")))) {
-            const bool share = convs != nullptr;
-            if (forced != "auto" && forced != (share ? "sharegpt" : "alpaca")) {
-                quarantine(raw, file, line, "format_mismatch",
-                           fmt::format("--format {} but the record looks like {}", forced, share ? "sharegpt" : "alpaca"),
-                           out);
-                return;
-            }
-            dataset_record(raw, share, file, line, out);
-            return;
-        }
-        if (forced == "sharegpt" || forced == "alpaca") {
-            quarantine(raw, file, line, "format_mismatch",
-                       fmt::format("--format {} but the record has no {}", forced,
-                                   forced == "sharegpt" ? "conversations" : "instruction and output"),
-                       out);
-            return;
-        }
         bool envelope = req || resp;
         bool finetune = !envelope && msgs;
         const bool sharegpt = !envelope && !finetune && d.get(root, "conversations");
@@ -1130,115 +1106,6 @@ struct normalizer::impl {
             out.calls.push_back(std::move(c));
         else
             quarantine(raw, file, line, fail.reason, fail.detail, out);
-    }
-
-    // ShareGPT / Alpaca (fine-tuning datasets, e.g. LLaMA-Factory's): each assistant turn becomes
-    // a record of the plain fine-tuning form {messages: history + that turn, tools}, normalized as
-    // such. A record with any bad turn is quarantined whole (naming the turn): its turns depend on
-    // each other, so a partial conversation would teach wrong histories.
-    void dataset_record(std::string_view raw, bool share, std::string_view file, int64_t line, record_result& out) {
-        using nj = nlohmann::ordered_json;
-        nj r = nj::parse(raw, nullptr, false);
-        auto bad = [&](std::string reason, std::string detail) { quarantine(raw, file, line, std::move(reason), std::move(detail), out); };
-        if (!r.is_object()) return bad("invalid_json", "record is not a JSON object");
-        const record_format fmt = share ? record_format::sharegpt : record_format::alpaca;
-        nj tools = nj::array();
-        if (r.contains("tools") && !r["tools"].is_null()) {
-            nj t = r["tools"];
-            if (t.is_string()) {
-                const std::string ts = t.get<std::string>();
-                t = ts.empty() ? nj::array() : nj::parse(ts, nullptr, false);
-                if (t.is_discarded()) return bad("bad_field", "tools is a string that is not JSON");
-            }
-            if (!t.is_array()) return bad("bad_field", "tools must be a JSON array (or a string holding one)");
-            for (auto& fn : t) {
-                if (!fn.is_object()) return bad("bad_field", "tools[] entries must be objects");
-                tools.push_back(fn.contains("function") ? fn : nj{{"type", "function"}, {"function", fn}});
-            }
-        }
-        std::vector<nj> records;  // synthesized fine-tuning-form records, one per assistant turn
-        auto emit = [&](const nj& msgs) {
-            nj rec = {{"messages", msgs}};
-            if (!tools.empty()) rec["tools"] = tools;
-            records.push_back(std::move(rec));
-        };
-        nj msgs = nj::array();
-        auto sys = r.value("system", nj());
-        if (sys.is_string() && !sys.get<std::string>().empty()) msgs.push_back({{"role", "system"}, {"content", sys}});
-        if (share) {
-            const auto& conv = r["conversations"];
-            if (!conv.is_array() || conv.empty()) return bad("no_messages", "conversations must be a non-empty array");
-            int calls = 0;
-            std::string pending_id;
-            for (size_t i = 0; i < conv.size(); ++i) {
-                const auto& turn = conv[i];
-                if (!turn.is_object() || !turn.contains("from") || !turn["from"].is_string() || !turn.contains("value") ||
-                    !turn["value"].is_string())
-                    return bad("bad_field", fmt::format("conversations[{}] needs string fields from and value", i));
-                const std::string from = turn["from"], value = turn["value"];
-                if (from == "system") {
-                    if (i != 0) return bad("bad_field", fmt::format("conversations[{}]: a system turn must come first", i));
-                    msgs.push_back({{"role", "system"}, {"content", value}});
-                } else if (from == "human" || from == "user") {
-                    msgs.push_back({{"role", "user"}, {"content", value}});
-                } else if (from == "gpt" || from == "assistant") {
-                    if (msgs.empty() || msgs.back()["role"] == "system")
-                        return bad("bad_field", fmt::format("conversations[{}]: an assistant turn before any user turn", i));
-                    msgs.push_back({{"role", "assistant"}, {"content", value}});
-                    emit(msgs);
-                } else if (from == "function_call") {
-                    nj call = nj::parse(value, nullptr, false);
-                    if (!call.is_object() || !call.contains("name") || !call["name"].is_string())
-                        return bad("bad_field", fmt::format("conversations[{}]: a function_call value must be JSON "
-                                                            "{{\"name\", \"arguments\"}}", i));
-                    nj args = call.value("arguments", nj::object());
-                    pending_id = fmt::format("call_{}", ++calls);
-                    msgs.push_back({{"role", "assistant"},
-                                    {"content", nullptr},
-                                    {"tool_calls", nj::array({{{"id", pending_id},
-                                                               {"type", "function"},
-                                                               {"function", {{"name", call["name"]},
-                                                                             {"arguments", args.is_string() ? args.get<std::string>() : args.dump()}}}}})}});
-                    emit(msgs);
-                } else if (from == "observation" || from == "tool") {
-                    if (pending_id.empty())
-                        return bad("bad_field", fmt::format("conversations[{}]: an observation without a function_call before it", i));
-                    msgs.push_back({{"role", "tool"}, {"tool_call_id", pending_id}, {"content", value}});
-                } else {
-                    return bad("bad_field", fmt::format("conversations[{}]: unknown role tag '{}' (human, gpt, "
-                                                        "function_call, observation, system)", i, from));
-                }
-            }
-            if (records.empty()) return bad("no_response", "the conversation has no gpt or function_call turn");
-        } else {
-            if (!r["instruction"].is_string() || !r["output"].is_string())
-                return bad("bad_field", "instruction and output must be strings");
-            if (r.contains("history") && !r["history"].is_null()) {
-                if (!r["history"].is_array()) return bad("bad_field", "history must be an array of [query, answer] pairs");
-                for (size_t i = 0; i < r["history"].size(); ++i) {
-                    const auto& h = r["history"][i];
-                    if (!h.is_array() || h.size() != 2 || !h[0].is_string() || !h[1].is_string())
-                        return bad("bad_field", fmt::format("history[{}] must be [query, answer] strings", i));
-                    msgs.push_back({{"role", "user"}, {"content", h[0]}});
-                    msgs.push_back({{"role", "assistant"}, {"content", h[1]}});
-                }
-            }
-            std::string user = r["instruction"];
-            if (r.contains("input") && r["input"].is_string() && !r["input"].get<std::string>().empty())
-                user += "\n" + r["input"].get<std::string>();
-            msgs.push_back({{"role", "user"}, {"content", user}});
-            msgs.push_back({{"role", "assistant"}, {"content", r["output"]}});
-            emit(msgs);
-        }
-        for (size_t k = 0; k < records.size(); ++k) {
-            if (!aux_doc.parse_owned(records[k].dump())) return bad("bad_field", "record could not be re-encoded");
-            call_record c;
-            failure fail;
-            if (normalize_openai(aux_doc, aux_doc.root(), fmt, true, file, line, c, fail))
-                out.calls.push_back(std::move(c));
-            else
-                quarantine(raw, file, line, fail.reason, fmt::format("assistant turn {}: {}", k + 1, fail.detail), out);
-        }
     }
 
     // ShareGPT / Alpaca: rewritten as fine-tuning-form records (one per assistant turn), each then
