@@ -47,6 +47,7 @@ void set_collect_command(CLI::App& sub);
 void set_cluster_command(CLI::App& sub);
 void set_model_command(CLI::App& sub);     // tensor
 void set_finetune_command(CLI::App& sub);  // tensor
+void set_select_command(CLI::App& sub);  // tensor
 
 /// Sets a tensor subcommand up from the plugin (loading it); false when the plugin does not build
 /// that command yet.

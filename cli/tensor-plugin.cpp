@@ -19,6 +19,7 @@ bool slm_plugin_setup_command(const char* name, CLI::App* sub) {
     static const entry table[] = {
         {"model", set_model_command},
         {"finetune", set_finetune_command},
+        {"select", set_select_command},
     };
     for (const auto& e : table)
         if (std::strcmp(e.name, name) == 0) {
