@@ -52,11 +52,7 @@ nlohmann::json finetune_report::to_json() const {
             {"train", result.to_json()}};
 }
 
-namespace {
-
-// The split of the whole clustering run (so every cluster's eval sees the same held-out calls),
-// stratified by cluster and first tool name; made once and stored.
-std::vector<store::split_row> run_split(store::db& d, int64_t cluster_run, int64_t seed) {
+std::vector<store::split_row> ensure_split(store::db& d, int64_t cluster_run, int64_t seed) {
     auto rows = store::get_splits(d, cluster_run, seed);
     if (!rows.empty()) return rows;
     std::vector<split_item> items;
@@ -70,6 +66,8 @@ std::vector<store::split_row> run_split(store::db& d, int64_t cluster_run, int64
     log_verbose("split of clustering run {} (seed {}) written: {} calls", cluster_run, seed, rows.size());
     return rows;
 }
+
+namespace {
 
 std::string default_out(const store::db& d, int64_t cluster_id) {
     fs::path db_path(d.path());
@@ -152,7 +150,7 @@ finetune_report finetune_cluster(store::db& d, const finetune_options& o) {
         rep.run_id = run.id();
         const auto t0 = std::chrono::steady_clock::now();
         // ---- data: split, conversations
-        auto split = run_split(d, ref->run_id, o.split_seed);
+        auto split = ensure_split(d, ref->run_id, o.split_seed);
         std::unordered_map<int64_t, std::string> which;
         for (const auto& r : split) which[r.call_id] = r.split;
         std::vector<model::conversation> train_c, val_c;

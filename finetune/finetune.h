@@ -44,6 +44,11 @@ struct split_item {
 std::vector<store::split_row> make_split(const std::vector<split_item>& items, uint64_t seed,
                                          const split_fractions& f = {});
 
+/// The split of a whole clustering run for `seed` (so every cluster's finetune and eval see the
+/// same held-out calls), stratified by cluster idx and first tool name: read from `splits`, or
+/// made with make_split() and stored the first time.
+std::vector<store::split_row> ensure_split(store::db& d, int64_t cluster_run, int64_t seed);
+
 /// First tool name of the logged response, or "text".
 std::string call_stratum(const store::call_row& c);
 /// The near-duplicate key: the content of the last user message (the whole request when none).

@@ -111,7 +111,7 @@ constexpr const char* call_columns =
     "c.id, c.content_id, COALESCE(c.response_id, ''), COALESCE(c.workload_id, ''), COALESCE(c.client_id, ''), "
     "COALESCE(c.timestamp, ''), COALESCE(c.model, ''), c.messages, COALESCE(c.tools, ''), c.response_text, "
     "COALESCE(c.response_tool_calls, ''), COALESCE(c.finish_reason, ''), c.prompt_tokens, c.completion_tokens, "
-    "c.task_text";
+    "c.task_text, c.latency_ms";
 
 call_row read_call(const stmt& s) {
     call_row r;
@@ -130,6 +130,7 @@ call_row read_call(const stmt& s) {
     if (!s.is_null(12)) r.prompt_tokens = s.get_int(12);
     if (!s.is_null(13)) r.completion_tokens = s.get_int(13);
     r.task_text = s.get_text(14);
+    if (!s.is_null(15)) r.latency_ms = s.get_double(15);
     return r;
 }
 

@@ -168,6 +168,12 @@ CREATE INDEX eval_results_variant ON eval_results(run_id, variant);
 ALTER TABLE adapters ADD COLUMN base_model_sha256 TEXT;
 ALTER TABLE adapters ADD COLUMN loss_curve TEXT NOT NULL DEFAULT '[]';  -- [{step, train_loss, val_loss?}] (JSON)
 )SQL"},
+    {4, "eval_results.cluster_id: which cluster a held-out call was scored for", R"SQL(
+-- eval: the cluster of the clustering run the call was evaluated in (a call can belong to clusters of
+-- several runs), so per-cluster results read straight from the table.
+ALTER TABLE eval_results ADD COLUMN cluster_id INTEGER REFERENCES clusters(id) ON DELETE CASCADE;
+CREATE INDEX eval_results_cluster ON eval_results(cluster_id, variant);
+)SQL"},
     };
     return list;
 }

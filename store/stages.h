@@ -89,6 +89,7 @@ struct call_row {
     std::string finish_reason;
     std::optional<int64_t> prompt_tokens, completion_tokens;
     std::string task_text;
+    std::optional<double> latency_ms;  ///< the logged LLM call's latency
 };
 std::optional<call_row> get_call(db& d, int64_t call_id);
 
@@ -199,5 +200,37 @@ int64_t insert_adapter(db& d, const adapter_row& a);
 std::optional<adapter_row> get_adapter(db& d, int64_t adapter_id);
 /// Adapters of a cluster from 'ok' finetune runs, newest first.
 std::vector<adapter_row> adapters_of_cluster(db& d, int64_t cluster_id);
+
+// ---- selections: select ranks candidate models per cluster; finetune reads the top pick ------------
+
+struct selection_row {
+    int64_t id = 0, run_id = 0, cluster_id = 0;
+    std::string model;               ///< local checkpoint path, else the catalog name
+    int64_t rank = 0;                ///< 1 = best; 0 = filtered out by a hard constraint
+    double score = 0;
+    std::string details = "{}";      ///< JSON (select::ranked::to_json)
+};
+/// Inserts the rows of one select run (ids ignored), in one transaction.
+void insert_selections(db& d, const std::vector<selection_row>& rows);
+/// The rows for `cluster_id` of the newest 'ok' select run that ranked it: ranked rows by rank,
+/// then the filtered ones (rank 0). Empty when no select run covered the cluster.
+std::vector<selection_row> latest_selections(db& d, int64_t cluster_id);
+
+// ---- eval results: eval writes one row per held-out call and variant -----------------------------
+
+struct eval_result_row {
+    int64_t id = 0, run_id = 0, call_id = 0, cluster_id = 0;
+    std::optional<int64_t> adapter_id;  ///< customized variant
+    std::string variant;                ///< base, icl, customized
+    std::string model;                  ///< base model path
+    std::optional<double> score;        ///< main metric (nullopt: skipped)
+    std::optional<bool> passed;
+    std::string output;                 ///< generated text
+    std::string details = "{}";         ///< JSON
+};
+/// Inserts rows (ids ignored) in one transaction.
+void insert_eval_results(db& d, const std::vector<eval_result_row>& rows);
+/// The rows of an eval run, by cluster, variant, call.
+std::vector<eval_result_row> eval_results_of_run(db& d, int64_t run_id);
 
 }  // namespace slm::store
