@@ -20,6 +20,7 @@ bool slm_plugin_setup_command(const char* name, CLI::App* sub) {
         {"model", set_model_command},
         {"finetune", set_finetune_command},
         {"select", set_select_command},
+        {"eval", set_eval_command},
     };
     for (const auto& e : table)
         if (std::strcmp(e.name, name) == 0) {
