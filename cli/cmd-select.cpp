@@ -24,7 +24,7 @@ select_args& args() {
 
 std::string human_count(int64_t p) {
     if (p <= 0) return "?";
-    if (p >= 1'000'000'000) return fmt::format("{:.1f}B", p / 1e9);
+    if (p >= 999'500'000) return fmt::format("{:.1f}B", p / 1e9);
     return fmt::format("{:.0f}M", p / 1e6);
 }
 

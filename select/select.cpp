@@ -310,7 +310,9 @@ select_report run_select(store::db& d, const select_options& o) {
         cands.push_back(std::move(c));
     }
 
-    store::run_scope run(d, "select", o.to_json().dump());
+    json params = o.to_json();
+    params["cluster_run"] = rep.cluster_run;  // resolved (0 meant the latest ok one)
+    store::run_scope run(d, "select", params.dump());
     return run.guard([&] {
         rep.run_id = run.id();
         // per cluster, the probe result of each candidate (index into cands)
@@ -329,9 +331,14 @@ select_report run_select(store::db& d, const select_options& o) {
                 const auto sets = probe_sets(d, rep.cluster_run, chosen, o.probe);
                 for (size_t i : to_probe) {
                     auto& c = cands[i];
+                    // only where the model passes the hard constraints: elsewhere it is filtered anyway
+                    std::vector<size_t> where;
+                    std::vector<probe_set> mine;
+                    for (size_t k = 0; k < sets.size(); ++k)
+                        if (!violation(c, needs[k], o.limits)) where.push_back(k), mine.push_back(sets[k]);
                     const probe_params pp{o.probe_max_tokens, o.probe_max_prompt, o.device, o.dtype, c.name};
-                    log_info("probing {} on {} cluster(s), up to {} calls each", c.name, sets.size(), o.probe);
-                    const auto mp = probe_model(c.path, sets, pp);
+                    log_info("probing {} on {} cluster(s), up to {} calls each", c.name, mine.size(), o.probe);
+                    const auto mp = probe_model(c.path, mine, pp);
                     if (mp.error.empty()) {
                         // what the checkpoint itself says beats what the catalog entry says of the model
                         c.loadable = true;
@@ -343,11 +350,11 @@ select_report run_select(store::db& d, const select_options& o) {
                         if (c.catalog_id.empty()) c.loadable = false;
                     }
                     json per = json::array();
-                    for (size_t k = 0; k < sets.size(); ++k) {
-                        const auto& r = mp.results[k];
+                    for (size_t m = 0; m < mine.size(); ++m) {
+                        const auto& r = mp.results[m];
                         if (r.calls == 0 && r.skipped == 0 && r.error.empty()) continue;  // no calls to probe on
-                        probes[k][i] = r;
-                        per.push_back({{"cluster_id", sets[k].cluster_id}, {"idx", sets[k].idx}, {"probe", r.to_json()}});
+                        probes[where[m]][i] = r;
+                        per.push_back({{"cluster_id", mine[m].cluster_id}, {"idx", mine[m].idx}, {"probe", r.to_json()}});
                     }
                     probed.push_back({{"model", c.name}, {"path", c.path}, {"load_s", std::round(mp.load_s * 100) / 100},
                                       {"error", mp.error}, {"clusters", per}});

@@ -500,6 +500,7 @@ TEST_CASE("run_select without a probe: catalog + local copies ranked per cluster
     CHECK(run->command == "select");
     CHECK(run->status == "ok");
     CHECK(json::parse(run->params).at("limits").at("max_params") == 3'000'000'000);
+    CHECK(json::parse(run->params).at("cluster_run") == r.cluster_run);
     // finetune's default base: the best ranked loadable local checkpoint of the cluster
     const std::string pick = top_local_pick(r.d, r.tools_id);
     CHECK_FALSE(pick.empty());
