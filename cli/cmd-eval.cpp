@@ -93,6 +93,7 @@ void set_eval_command(CLI::App& sub) {
         ->capture_default_str();
     sub.add_option("--min-calls", o.min_calls, "Clusters with fewer test calls are listed, not evaluated")
         ->capture_default_str();
+    sub.add_option("--kind", o.kind, "Only test calls whose logged answer is a tool_call, json, code, prose or empty");
     sub.add_option("--icl-k", o.icl_k, "In-context examples for the icl variant (1-3)")->capture_default_str();
     sub.add_option("--max-new-tokens", r.max_new_tokens, "At most this many new tokens per answer")->capture_default_str();
     sub.add_flag("!--no-reference-cap", r.cap_by_reference,

@@ -80,6 +80,30 @@ variant_summary summarize(const std::string& variant, response_kind kind, const 
         if (d.contains("chrf")) chrf_v.push_back(d["chrf"].get<double>());
         if (d.contains("rouge_l")) rouge_v.push_back(d["rouge_l"].get<double>());
     }
+    {
+        std::map<response_kind, std::vector<double>> per;
+        for (const auto& r : rs)
+            if (!r.skipped) per[r.s.kind].push_back(r.s.score);
+        for (const auto& [k, xs] : per) {
+            interval iv;
+            if (binary_metric(k)) {
+                int64_t ok = 0;
+                for (double x : xs) ok += x >= 0.5;
+                iv = wilson(ok, static_cast<int64_t>(xs.size()));
+            } else {
+                iv = bootstrap_mean(xs, 1000, 3);
+            }
+            nlohmann::ordered_json kj = {{"n", xs.size()}, {"metric", main_metric(k)}, {"value", iv.value}, {"lo", iv.lo},
+                                         {"hi", iv.hi}};
+            if (k == response_kind::tool_call) {
+                int64_t names = 0;
+                for (const auto& r : rs)
+                    if (!r.skipped && r.s.kind == k && r.s.details.value("name_ok", false)) ++names;
+                kj["name_accuracy"] = iv_json(wilson(names, static_cast<int64_t>(xs.size())));
+            }
+            v.by_kind[response_kind_name(k)] = kj;
+        }
+    }
     v.main.kind = kind;
     v.main.metric = main_metric(kind);
     v.main.n = v.n;
@@ -129,6 +153,7 @@ nlohmann::json eval_options::to_json() const {
             {"max_calls", max_calls},
             {"min_calls", min_calls},
             {"icl_k", icl_k},
+            {"kind", kind},
             {"max_new_tokens", replay.max_new_tokens},
             {"cap_by_reference", replay.cap_by_reference},
             {"max_prompt_tokens", replay.max_prompt_tokens},
@@ -162,6 +187,7 @@ nlohmann::ordered_json variant_summary::to_json() const {
     if (chrf) j["chrf"] = iv_json(*chrf);
     if (rouge_l) j["rouge_l"] = iv_json(*rouge_l);
     if (!failures.empty()) j["failures"] = failures;
+    if (by_kind.size() > 1) j["by_kind"] = by_kind;
     j["ms_per_call"] = ms_per_call;
     j["calls_per_s"] = calls_per_s;
     j["tokens_per_s"] = tokens_per_s;
@@ -231,6 +257,9 @@ eval_report run_eval(store::db& d, const eval_options& o) {
     if (has("icl") && (o.icl_k < 1 || o.icl_k > 3))
         throw user_error(fmt::format("--icl-k {} is outside 1..3", o.icl_k), "use --icl-k 1, 2 or 3");
     if (o.replay.max_new_tokens < 1) throw user_error("--max-new-tokens must be at least 1");
+    if (!o.kind.empty() && o.kind != "tool_call" && o.kind != "json" && o.kind != "code" && o.kind != "prose" &&
+        o.kind != "empty")
+        throw user_error(fmt::format("--kind '{}' is not one of tool_call, json, code, prose, empty", o.kind));
     if (!o.adapter.empty() && !o.cluster_idx)
         throw user_error("--adapter needs --cluster: an adapter belongs to one cluster", "add --cluster IDX");
     eval_report rep;
@@ -377,7 +406,10 @@ eval_report run_eval(store::db& d, const eval_options& o) {
                 if (c.completion_tokens) ce.output_tokens += *c.completion_tokens;
                 auto it = which.find(c.id);
                 if (it == which.end()) continue;
-                if (it->second == "test") test.push_back(&c);
+                if (it->second == "test" &&
+                    (o.kind.empty() ||
+                     o.kind == response_kind_name(classify_response(c.response_text.value_or(""), c.response_tool_calls))))
+                    test.push_back(&c);
                 if (it->second == "train") train.push_back(&c);
             }
             ce.test_calls = static_cast<int64_t>(test.size());

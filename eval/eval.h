@@ -114,6 +114,9 @@ struct eval_options {
     int max_calls = 0;                     ///< test calls per cluster at most (0: all); a seeded sample
     int min_calls = 1;                     ///< clusters with fewer test calls are reported, not evaluated
     int icl_k = 3;                         ///< in-context examples (1..3)
+    /// Only test calls whose logged answer is of this kind ("tool_call", "json", "code", "prose",
+    /// "empty"; "" = all): e.g. the tool-call traffic of a mixed chat workload.
+    std::string kind;
     replay_options replay;
     std::string prices_path;               ///< "" = the built-in table
     std::string llm_model;                 ///< price the LLM side as this model ("": each call's logged model)
@@ -137,6 +140,9 @@ struct variant_summary {
     int64_t adapter_id = 0;                ///< customized
     std::string adapter_path;
     std::vector<double> scores;            ///< per evaluated call (for the share's bootstrap)
+    /// Per kind of logged answer present among the evaluated calls (a mixed cluster's tool calls
+    /// scored as tool calls, its prose as prose): {kind: {n, metric, value, lo, hi}}.
+    nlohmann::ordered_json by_kind = nlohmann::ordered_json::object();
     nlohmann::ordered_json to_json() const;
 };
 

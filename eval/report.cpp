@@ -3,6 +3,7 @@
 // run's summary), so a stored run renders the same as a fresh one.
 #include <algorithm>
 #include <cmath>
+#include <map>
 #include <cstdio>
 
 #include <fmt/format.h>
@@ -72,6 +73,22 @@ std::string render_table(const ojson& r) {
         out += fmt::format("{:>4}  {:<28} {:>6} {:>5}  {:<9} {:<19} {:<19} {:<19} {}\n", c.value("idx", 0),
                            shorten(c.value("label", ""), 28), c.value("volume", 0), c.value("evaluated", 0),
                            c.value("kind", ""), cell(c, "base"), cell(c, "icl"), cell(c, "customized"), verdict);
+        // a mixed cluster: each kind of logged answer on its own line
+        std::map<std::string, std::map<std::string, std::string>> kinds;  // kind -> variant -> cell
+        std::map<std::string, std::pair<int, std::string>> kn;            // kind -> (n, metric)
+        if (c.contains("variants"))
+            for (const auto& v : c["variants"])
+                if (v.contains("by_kind"))
+                    for (const auto& [k, x] : v["by_kind"].items()) {
+                        kinds[k][v.value("variant", "")] =
+                            fmt::format("{:.2f} [{:.2f},{:.2f}]", x.value("value", 0.0), x.value("lo", 0.0), x.value("hi", 0.0));
+                        kn[k] = {x.value("n", 0), x.value("metric", "")};
+                    }
+        for (const auto& [k, cells] : kinds) {
+            auto get = [&](const char* v) { auto it = cells.find(v); return it == cells.end() ? std::string("-") : it->second; };
+            out += fmt::format("{:>4}  {:<28} {:>6} {:>5}  {:<9} {:<19} {:<19} {:<19} {}\n", "", "  of which " + k, "",
+                               kn[k].first, k, get("base"), get("icl"), get("customized"), kn[k].second);
+        }
     }
     out += "\nmain metric per kind: tool_call name+args accuracy, json JSON validity, code/prose chrF, empty exact "
            "match; [95% interval]\n\n";
