@@ -49,6 +49,8 @@ void set_model_command(CLI::App& sub);     // tensor
 void set_finetune_command(CLI::App& sub);  // tensor
 void set_select_command(CLI::App& sub);  // tensor
 void set_eval_command(CLI::App& sub);      // tensor
+void set_run_command(CLI::App& sub);       // tensor
+void set_route_command(CLI::App& sub);     // tensor
 
 /// Sets a tensor subcommand up from the plugin (loading it); false when the plugin does not build
 /// that command yet.

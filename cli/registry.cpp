@@ -24,8 +24,8 @@ const std::vector<subcommand>& subcommands() {
         {"select", "S4: rank candidate small models per cluster", nullptr, "issue #12", true},
         {"finetune", "S5: LoRA fine-tune a small model on a cluster's calls", nullptr, "issue #10", true},
         {"eval", "replay held-out calls: small model vs the logged LLM answers", nullptr, "issue #11", true},
-        {"run", "S6: run the whole pipeline (collect -> cluster -> select -> finetune -> eval)", nullptr, "issue #13", true},
-        {"route", "route new calls to their cluster and adapter", nullptr, "issue #13", true},
+        {"run", "S6: the whole loop (collect -> cluster -> select -> finetune -> eval), skipping unchanged stages", nullptr, "", true},
+        {"route", "route new requests to their cluster's approved adapter or the LLM", nullptr, "", true},
         {"model", "inspect a model, tokenize, generate (GGUF file or HF directory)", nullptr, "", true},
         {"db", "inspect the database", set_db_command},
     };

@@ -21,6 +21,8 @@ bool slm_plugin_setup_command(const char* name, CLI::App* sub) {
         {"finetune", set_finetune_command},
         {"select", set_select_command},
         {"eval", set_eval_command},
+        {"run", set_run_command},
+        {"route", set_route_command},
     };
     for (const auto& e : table)
         if (std::strcmp(e.name, name) == 0) {

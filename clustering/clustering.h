@@ -306,4 +306,37 @@ private:
     std::unique_ptr<impl> p_;
 };
 
+// ---- a new cycle: new calls against a stored run (clustering/extend.cpp) -----------------------
+
+/// When new calls make a stored run stale. Re-cluster when more than `max_unassigned_share` of the
+/// new calls fall outside every cell (cosine below the run's noise threshold: outside the radius the
+/// run accepted), or when the new calls are more than `max_growth` times the calls the run covered
+/// (the traffic changed enough that the cells themselves should move); else the new calls join their
+/// nearest cells' clusters and the clusters keep their identity.
+struct drift_params {
+    double max_unassigned_share = 0.25;
+    double max_growth = 1.0;
+};
+
+struct drift_report {
+    int64_t run_id = 0;                  ///< the stored run the new calls were compared with
+    int64_t old_calls = 0, new_calls = 0, unassigned = 0;
+    double unassigned_share = 0, growth = 0;
+    std::vector<int64_t> new_ids;        ///< the calls the run did not cover, ascending
+    std::vector<assignment> assigned;    ///< their assignment, in new_ids order
+    std::vector<std::pair<int, int64_t>> new_per_cluster;  ///< (idx, new calls), idx -1 = noise
+    bool recluster = false;
+    std::string reason;
+    nlohmann::json to_json() const;
+};
+
+/// Assigns the calls `run_id` did not cover (of its workload, when it had one) with the run's own
+/// embedder and cells, and decides by `p` whether the run must be redone.
+drift_report measure_drift(store::db& d, int64_t run_id, const drift_params& p);
+
+/// A new clustering run that is `dr.run_id` plus `dr`'s new calls in their assigned clusters: the
+/// same clusters (idx, labels, suitability, the stored cluster model), sizes and shares updated; its
+/// params say `extends`. The run is recorded as a `cluster` run, so every later stage reads it.
+run_result extend_run(store::db& d, const drift_report& dr);
+
 }  // namespace slm::clustering

@@ -146,6 +146,7 @@ struct pricer {
 nlohmann::json eval_options::to_json() const {
     return {{"cluster_run", cluster_run},
             {"cluster_idx", cluster_idx ? nlohmann::json(*cluster_idx) : nlohmann::json()},
+            {"cluster_list", cluster_list},
             {"variants", variants},
             {"base", base},
             {"adapter", adapter},
@@ -274,7 +275,10 @@ eval_report run_eval(store::db& d, const eval_options& o) {
     auto all_clusters = store::clusters_of_run(d, rep.cluster_run);
     std::vector<store::cluster_row> chosen;
     for (const auto& c : all_clusters)
-        if (c.idx >= 0 && (!o.cluster_idx || c.idx == *o.cluster_idx)) chosen.push_back(c);
+        if (c.idx >= 0 && (o.cluster_idx ? c.idx == *o.cluster_idx
+                                         : o.cluster_list.empty() || std::find(o.cluster_list.begin(), o.cluster_list.end(),
+                                                                               c.idx) != o.cluster_list.end()))
+            chosen.push_back(c);
     if (o.cluster_idx && chosen.empty()) {
         std::string known;
         for (const auto& c : all_clusters)

@@ -107,6 +107,7 @@ std::string icl_system_prompt(const std::string& original_system, const std::vec
 struct eval_options {
     int64_t cluster_run = 0;               ///< clustering run (0: the latest ok one)
     std::optional<int> cluster_idx;        ///< one cluster (idx); nullopt: every cluster (--all)
+    std::vector<int> cluster_list;         ///< these clusters (idx) when not empty and no cluster_idx
     std::vector<std::string> variants = {"base", "icl", "customized"};
     std::string base;                      ///< base model ("": the adapters' base, else SmolLM2)
     std::string adapter;                   ///< adapter dir/GGUF for --cluster ("": newest of the cluster)

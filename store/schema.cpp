@@ -174,6 +174,23 @@ ALTER TABLE adapters ADD COLUMN loss_curve TEXT NOT NULL DEFAULT '[]';  -- [{ste
 ALTER TABLE eval_results ADD COLUMN cluster_id INTEGER REFERENCES clusters(id) ON DELETE CASCADE;
 CREATE INDEX eval_results_cluster ON eval_results(cluster_id, variant);
 )SQL"},
+    {5, "pipeline_steps: what `slmctl run` did per stage, keyed by a content hash of the stage's inputs", R"SQL(
+-- S6: one row per stage (per cluster for finetune) of a `run`: the key is a hash of everything the
+-- stage reads (input files' bytes, the calls, the clustering run, the train split, the base model's
+-- sha256) and its params, so a later `run` skips a stage whose key an 'ok' stage run already has,
+-- and a killed `run` resumes after its last finished stage.
+CREATE TABLE pipeline_steps (
+    id          INTEGER PRIMARY KEY,
+    run_id      INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,   -- the `run`
+    stage       TEXT NOT NULL,                 -- collect, cluster, select, finetune, eval
+    cluster_key TEXT NOT NULL DEFAULT '',      -- finetune: the cluster's identity in its cycle
+    key         TEXT NOT NULL,                 -- content hash of inputs + params
+    stage_run   INTEGER REFERENCES runs(id) ON DELETE CASCADE,            -- the stage's own run
+    result      TEXT NOT NULL DEFAULT '{}',    -- what later stages need (JSON)
+    created     TEXT NOT NULL
+);
+CREATE INDEX pipeline_steps_key ON pipeline_steps(stage, key);
+)SQL"},
     };
     return list;
 }
@@ -181,7 +198,7 @@ CREATE INDEX eval_results_cluster ON eval_results(cluster_id, variant);
 
 const std::vector<std::string>& pipeline_tables() {
     static const std::vector<std::string> t = {"runs",     "calls",      "quarantine",  "clusters",
-                                               "cluster_members", "cluster_models", "splits", "selections", "adapters", "eval_results"};
+                                               "cluster_members", "cluster_models", "splits", "selections", "adapters", "eval_results", "pipeline_steps"};
     return t;
 }
 

@@ -233,4 +233,25 @@ void insert_eval_results(db& d, const std::vector<eval_result_row>& rows);
 /// The rows of an eval run, by cluster, variant, call.
 std::vector<eval_result_row> eval_results_of_run(db& d, int64_t run_id);
 
+// ---- pipeline steps: what `slmctl run` did per stage --------------------------------------------
+
+struct pipeline_step_row {
+    int64_t id = 0, run_id = 0;    ///< run_id: the `run`
+    std::string stage;             ///< collect, cluster, select, finetune, eval
+    std::string cluster_key;       ///< finetune: which cluster ("" otherwise)
+    std::string key;               ///< content hash of the stage's inputs and params
+    int64_t stage_run = 0;         ///< the stage's own run (0: none, e.g. a carried adapter)
+    std::string result = "{}";     ///< JSON
+    std::string created;
+};
+void insert_pipeline_step(db& d, const pipeline_step_row& r);
+/// The newest step of `stage` with `key` whose stage run finished 'ok' (or that needed no run of
+/// its own); nullopt when there is none.
+std::optional<pipeline_step_row> find_pipeline_step(db& d, std::string_view stage, std::string_view key);
+/// The steps of one `run`, in order.
+std::vector<pipeline_step_row> pipeline_steps_of_run(db& d, int64_t run_id);
+
+/// Every call id of the database, ascending (what a clustering run read when it covered them all).
+std::vector<int64_t> all_call_ids(db& d);
+
 }  // namespace slm::store
