@@ -571,10 +571,12 @@ eval_report run_eval(store::db& d, const eval_options& o) {
             for (const auto& c : calls) account(c, ce.replaceable);
             rep.clusters.push_back(std::move(ce));
         }
-        // with --all the noise calls count too (never replaceable: no task cluster serves them)
+        // with --all the noise calls count too (never replaceable: no task cluster serves them); with a
+        // cluster list, so do the clusters left out (not evaluated: they stay with the LLM)
         if (!o.cluster_idx)
             for (const auto& c : all_clusters)
-                if (c.idx < 0) {
+                if (c.idx < 0 || (!o.cluster_list.empty() && std::find(o.cluster_list.begin(), o.cluster_list.end(),
+                                                                        c.idx) == o.cluster_list.end())) {
                     auto calls = store::calls_of_cluster(d, c.id);
                     std::map<std::string, int64_t> by_agent;
                     for (const auto& call : calls) {

@@ -1,5 +1,6 @@
 // The `slmctl run` configuration: a TOML file (toml++) whose sections map onto run_config; every
 // key is checked (unknown keys and wrong types name file:line), absent keys keep their value.
+#include <filesystem>
 #include <set>
 
 #include <toml++/toml.h>
@@ -87,6 +88,11 @@ void load_config(const std::string& path, run_config& c) {
                          "fix the TOML syntax; pipeline/slmctl.example.toml is a valid example");
     }
     reader r{path};
+    // paths in the file are relative to the file's directory
+    const std::filesystem::path base_dir = std::filesystem::path(path).parent_path();
+    auto rel = [&](std::string& p) {
+        if (!p.empty() && p != "-" && std::filesystem::path(p).is_relative()) p = (base_dir / p).lexically_normal().string();
+    };
     auto section = [&](std::string_view name, const toml::node& n) -> const toml::table& {
         if (!n.is_table()) r.bad(n, name, "a [section]");
         return *n.as_table();
@@ -98,7 +104,10 @@ void load_config(const std::string& path, run_config& c) {
             auto& o = c.collect;
             r.each(t, sec, {"logs", "format", "workload", "client", "scrub", "strict", "threads"},
                    [&](const std::string& k, const toml::node& v) {
-                       if (k == "logs") r.get(v, k, o.paths);
+                       if (k == "logs") {
+                           r.get(v, k, o.paths);
+                           for (auto& p : o.paths) rel(p);
+                       }
                        if (k == "format") r.get(v, k, o.format);
                        if (k == "workload") r.get(v, k, o.workload);
                        if (k == "client") r.get(v, k, o.client);
@@ -139,12 +148,15 @@ void load_config(const std::string& path, run_config& c) {
                    [&](const std::string& k, const toml::node& v) {
                        std::string s;
                        if (k == "enabled") r.get(v, k, c.select);
-                       if (k == "models") r.get(v, k, o.model_dirs);
+                       if (k == "models") {
+                           r.get(v, k, o.model_dirs);
+                           for (auto& p : o.model_dirs) rel(p);
+                       }
                        if (k == "model_cache") r.get(v, k, o.model_cache);
                        if (k == "probe") r.get(v, k, o.probe);
                        if (k == "probe_max_tokens") r.get(v, k, o.probe_max_tokens);
                        if (k == "probe_max_prompt") r.get(v, k, o.probe_max_prompt);
-                       if (k == "catalog") r.get(v, k, o.catalog_path);
+                       if (k == "catalog") r.get(v, k, o.catalog_path), rel(o.catalog_path);
                        if (k == "max_params") r.get(v, k, s), o.limits.max_params = select::parse_param_count(s, r.where(v, k));
                        if (k == "max_memory")
                            r.get(v, k, s), o.limits.max_memory_bytes = select::parse_memory_bytes(s, r.where(v, k));
@@ -163,7 +175,7 @@ void load_config(const std::string& path, run_config& c) {
                     "eval_every", "val_max", "patience", "checkpoint_every", "time_budget_min", "seed", "split_seed",
                     "max_tokens", "max_train", "min_calls", "dtype", "adapters_dir"},
                    [&](const std::string& k, const toml::node& v) {
-                       if (k == "base") r.get(v, k, o.base);
+                       if (k == "base") r.get(v, k, o.base), rel(o.base);
                        if (k == "clusters") r.get(v, k, c.pick.clusters);
                        if (k == "max_clusters") r.get(v, k, c.pick.max_clusters);
                        if (k == "min_size") r.get(v, k, c.pick.min_size);
@@ -191,7 +203,7 @@ void load_config(const std::string& path, run_config& c) {
                        if (k == "max_train") r.get(v, k, o.max_train);
                        if (k == "min_calls") r.get(v, k, o.min_calls);
                        if (k == "dtype") r.get(v, k, o.dtype);
-                       if (k == "adapters_dir") r.get(v, k, c.adapters_dir);
+                       if (k == "adapters_dir") r.get(v, k, c.adapters_dir), rel(c.adapters_dir);
                    });
         } else if (sec == "eval") {
             auto& o = c.eval_opts;
@@ -217,10 +229,10 @@ void load_config(const std::string& path, run_config& c) {
                            r.get(v, k, l);
                            for (const auto& s : l) eval::set_threshold(o.replay.verdicts, s);
                        }
-                       if (k == "prices") r.get(v, k, o.prices_path);
+                       if (k == "prices") r.get(v, k, o.prices_path), rel(o.prices_path);
                        if (k == "llm_model") r.get(v, k, o.llm_model);
-                       if (k == "html") r.get(v, k, c.html);
-                       if (k == "md") r.get(v, k, c.md);
+                       if (k == "html") r.get(v, k, c.html), rel(c.html);
+                       if (k == "md") r.get(v, k, c.md), rel(c.md);
                    });
         }
     });

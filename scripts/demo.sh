@@ -8,7 +8,8 @@ scripts/build.sh >/dev/null
 models=$(scripts/fetch-models.sh)
 slm=./build/slmctl
 db=${DEMO_DB:-build/demo.db}
-rm -f "$db" "$db-wal" "$db-shm"
+# kept between runs: a second demo skips the stages whose inputs did not change (DEMO_FRESH=1 starts over)
+if [[ -n "${DEMO_FRESH:-}" ]]; then rm -f "$db" "$db-wal" "$db-shm"; fi
 export SLMCTL_DB=$db
 
 step() { echo; echo "== $*"; }
@@ -22,33 +23,31 @@ try() {  # runs a stage; an unbuilt stage (exit 2) is reported and the demo goes
 
 step "slmctl --version"
 $slm --version
-step "S1+S2 collect: ingest sample_logs/ (scrub, validate, dedupe, quarantine)"
-# every log file, bad/ included (its malformed lines land in quarantine); labels.jsonl is ground
-# truth for tests and benches, not a log
-logs=$(find sample_logs -name '*.jsonl' ! -name labels.jsonl | sort)
-try $slm collect $logs
-step "S3 cluster: recurring tasks and their SLM suitability"
-try $slm cluster
-step "S4 select: candidate small models per cluster (catalog + the local SmolLM2, probed on 2 val calls each)"
-try $slm select --all --models "$models/SmolLM2-135M-Instruct.Q4_1.gguf" --no-cache --probe 2 --probe-max-tokens 64 --top 3
-step "S5 finetune: LoRA on the two most suitable tool-call clusters (bounded for the demo: 16 steps of 4 calls, at most 5 minutes each)"
-# the two clusters with the highest SLM suitability among tool-call clusters with at least 80 calls
-run=$($slm db info --json | python3 -c 'import json,sys; print([r["id"] for r in json.load(sys.stdin)["runs"] if r["command"]=="cluster" and r["status"]=="ok"][-1])')
-clusters=$($slm cluster --run "$run" --json | python3 -c '
-import json, sys
-cs = [c for c in json.load(sys.stdin)["clusters"] if c["id"] >= 0 and c["size"] >= 80
-      and (c.get("stats") or {}).get("tool_call_share", 0) >= 0.8]
-cs.sort(key=lambda c: -(c["suitability"] or 0))
-print(" ".join(str(c["id"]) for c in cs[:2]))')
-for cluster in $clusters; do
-  try $slm finetune --cluster "$cluster" --base "$models/SmolLM2-135M-Instruct.Q4_1.gguf" --max-steps 16 \
-    --batch-size 4 --max-tokens 768 --eval-every 8 --val-max 8 --lr 2e-3 --time-budget 5 --format both
-done
-step "eval: held-out calls, small model (base / icl / customized) vs the logged LLM answers (4 test calls per cluster)"
-try $slm eval --all --max-calls 4 --html build/demo-report.html --md build/demo-report.md
-echo "   HTML report: $(pwd)/build/demo-report.html"
+step "S1-S6: slmctl run (collect -> cluster -> select -> finetune -> eval; bounds in scripts/demo.toml)"
+echo "   a second \`make demo\` skips every finished stage (same inputs, same params) and says so"
+start=$(date +%s)
+try $slm run --config scripts/demo.toml
+echo "   pipeline: $(( $(date +%s) - start )) s"
+step "route: one request per agent node and tool of workflow_operator to its cluster's adapter or the LLM"
+python3 - >build/demo-requests.jsonl <<'PY'
+import json
+# the last request of each (agent node, logged tool) in workflow_operator.jsonl, without its answer
+last = {}
+for line in open("sample_logs/workflow_operator.jsonl"):
+    r = json.loads(line)
+    m = r["response"]["choices"][0]["message"]
+    tool = (m.get("tool_calls") or [{"function": {"name": "text"}}])[0]["function"]["name"]
+    req = r["request"]
+    req["metadata"] = {"workload_id": r.get("workload_id", "")}
+    last[(r.get("workload_id"), tool)] = req
+for req in last.values():
+    print(json.dumps(req))
+PY
+try $slm route build/demo-requests.jsonl --export build/demo-routing.json
+echo "   routing table: $(pwd)/build/demo-routing.json"
 step "the base model itself"
-try $slm model info "$models/SmolLM2-135M-Instruct.Q4_1.gguf"
 try $slm model generate "$models/SmolLM2-135M-Instruct.Q4_1.gguf" --chat "What is the capital of France?" --max-tokens 32
 step "database"
 $slm db info
+echo
+echo "HTML report: $(pwd)/build/demo-report.html"

@@ -127,13 +127,14 @@ TEST_CASE("run config: the example parses; unknown keys, wrong types and bad TOM
     test::temp_dir t;
     pipeline::run_config c;
     pipeline::load_config(test::source_dir("pipeline/slmctl.example.toml"), c);
-    CHECK(c.collect.paths == std::vector<std::string>{"sample_logs"});
+    // relative paths are the file's directory's
+    CHECK(c.collect.paths == std::vector<std::string>{(fs::path(test::source_dir("pipeline")) / "../sample_logs").lexically_normal().string()});
     CHECK(c.pick.max_clusters == 2);
     CHECK(c.drift.max_unassigned_share == doctest::Approx(0.25));
     CHECK(c.finetune.format == "both");
     // the example shows the defaults: loading it changes nothing else
     pipeline::run_config def;
-    def.collect.paths = {"sample_logs"};
+    def.collect.paths = c.collect.paths;
     CHECK(c.to_json() == def.to_json());
 
     auto fails = [&](const std::string& text, const std::string& want) {
