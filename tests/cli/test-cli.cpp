@@ -69,16 +69,22 @@ TEST_CASE("db init creates the schema; db info --json parses and lists every tab
     CHECK(r2.out.find("calls") != std::string::npos);
 }
 
-TEST_CASE("subcommands that are not built yet say so and exit 2") {
-    auto ft = test::run_slmctl("finetune");  // built: a usage error names the missing option
+TEST_CASE("every subcommand is built: without its input it says what is missing") {
+    test::temp_dir t;
+    const std::string db = t / "empty.db";
+    auto ft = test::run_slmctl("finetune");  // a usage error names the missing option
     CHECK(ft.exit_code == 2);
     CHECK(ft.err.find("--cluster") != std::string::npos);
-    for (const char* sc : {"run", "route"}) {  // not built yet
-        auto r = test::run_slmctl(sc);
-        CHECK_MESSAGE(r.exit_code == 2, sc);
-        CHECK_MESSAGE(r.err.find("not built yet") != std::string::npos, sc);
-        CHECK(r.out.empty());
-    }
+    auto run = test::run_slmctl("run --db '" + db + "'");
+    CHECK(run.exit_code == 1);
+    CHECK(run.err.find("no logs to collect and no calls in") != std::string::npos);
+    CHECK(run.err.find("not built") == std::string::npos);
+    auto route = test::run_slmctl("route --db '" + db + "'");
+    CHECK(route.exit_code == 1);
+    CHECK(route.err.find("holds no finished clustering run") != std::string::npos);
+    auto cfg = test::run_slmctl("run --db '" + db + "' --config '" + (t / "missing.toml") + "'");
+    CHECK(cfg.exit_code == 2);  // CLI11's ExistingFile check
+    CHECK(cfg.err.find("missing.toml") != std::string::npos);
 }
 
 TEST_CASE("model info / tokenize / generate through the CLI") {
