@@ -18,6 +18,7 @@ struct route_args {
     std::vector<std::string> inputs;
     int64_t run = 0;
     std::string workload, export_file;
+    double min_margin = 0.05;
 };
 route_args& args() {
     static route_args a;
@@ -51,7 +52,7 @@ void route_main() {
         while (std::getline(is, line)) {
             ++ln;
             if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
-            auto dec = r.route(line, fmt::format("{}:{}", in == "-" ? "stdin" : in, ln), a.workload);
+            auto dec = r.route(line, fmt::format("{}:{}", in == "-" ? "stdin" : in, ln), a.workload, a.min_margin);
             ++counts[dec.target];
             if (g.json) {
                 all.push_back(dec.to_json());
@@ -77,6 +78,9 @@ void set_route_command(CLI::App& sub) {
     sub.add_option("inputs", a.inputs, "Files of requests, one JSON object per line ('-' or none: stdin)");
     sub.add_option("--run", a.run, "Clustering run to route with (default: the latest ok one)");
     sub.add_option("--workload", a.workload, "The agent node of requests that do not name one (workload_id)");
+    sub.add_option("--min-margin", a.min_margin,
+                   "Send to an adapter only when its cluster is this much closer (cosine) than the next one")
+        ->capture_default_str();
     sub.add_option("--export", a.export_file, "Write the routing table (cluster -> target, adapter, thresholds) as JSON");
     sub.callback(route_main);
 }

@@ -65,6 +65,8 @@ void load_config(const std::string& path, run_config& c);
 
 /// What happened to one stage (one cluster for finetune).
 struct stage_outcome {
+    stage_outcome() = default;
+    stage_outcome(std::string s, std::string w) : stage(std::move(s)), what(std::move(w)) {}
     std::string stage;                 ///< collect, cluster, select, finetune, eval
     std::string what;                  ///< e.g. "cluster 3 (send_email)"
     std::string action;                ///< ran, skipped, carried, resumed, failed, none
@@ -122,7 +124,9 @@ struct route_decision {
     std::string source;                ///< file:line
     std::string request_id;            ///< the request's id/metadata id when it carried one
     int idx = -1;                      ///< cluster (-1: none)
-    float similarity = 0;
+    float similarity = 0;              ///< cosine to the cluster's request centroid
+    int runner_up = -1;                ///< the next closest cluster (-1: none)
+    float margin = 1;                  ///< similarity minus the runner-up's
     std::string target = "llm";
     std::string adapter_name, adapter_path;
     std::string reason;
@@ -142,7 +146,10 @@ public:
     /// a logged record that holds one under "request" (its response is ignored: a gateway routes
     /// before the answer exists). `workload` names the agent node when the record does not.
     /// user_error naming `source` for a request that has no messages.
-    route_decision route(const std::string& json_text, const std::string& source, const std::string& workload = "");
+    /// A request whose best cluster is not ahead of the next one by `min_margin` stays with the LLM
+    /// (an adapter answers only its own task).
+    route_decision route(const std::string& json_text, const std::string& source, const std::string& workload = "",
+                         double min_margin = 0.05);
     /// The routing table: clusters -> target, adapter name and path, thresholds, centroid reference.
     nlohmann::json table() const;
     const std::vector<route_target>& targets() const;

@@ -20,7 +20,6 @@ struct router::impl {
     std::vector<route_target> targets;
     std::map<int, size_t> by_idx;                 ///< idx -> targets index
     std::map<int, std::vector<int>> cells_of;     ///< idx -> the k-means cells it owns
-    std::optional<clustering::assigner> assign;
     // the run's cells were fitted on task text that ends with the answer's shape ("response:
     // tool_call:send_email"), which a request does not have yet; so the cluster is chosen among
     // per-(node, cluster) centroids of the run's own calls embedded without that line
@@ -30,6 +29,8 @@ struct router::impl {
     std::vector<float> req_centroids;             ///< n * dim, unit norm
     std::vector<int> req_owner;                   ///< centroid -> cluster idx
     std::vector<std::string> req_workload;        ///< centroid -> workload ("" = any)
+    std::vector<float> req_radius;                ///< centroid -> the 2nd percentile of its own calls' cosine
+    std::map<int, float> radius_of;               ///< idx -> the smallest radius of its centroids
     std::unique_ptr<collector::normalizer> norm;  ///< scrubs and derives task text as collect did
 };
 
@@ -68,7 +69,6 @@ router router::load(store::db& d, int64_t cluster_run) {
         throw user_error(fmt::format("{} holds no finished clustering run", d.path()),
                          "run `slmctl run LOGS` (or collect + cluster + finetune + eval) first");
     im.cluster_run = cluster_run;
-    im.assign = clustering::assigner::load(d, cluster_run);
     auto run = store::require_ok_run(d, cluster_run, "cluster");
     auto params = nlohmann::json::parse(run.params, nullptr, false);
     if (params.is_object()) im.noise_similarity = params.value("noise_similarity", -1.0);
@@ -174,14 +174,34 @@ router router::load(store::db& d, int64_t cluster_run) {
             a.resize(im.dim, 0.0);
             for (int t = 0; t < im.dim; ++t) a[t] += x[i * im.dim + t];
         }
+        std::map<std::pair<std::string, int>, size_t> slot;
         for (const auto& [k, a] : acc) {
             double nn = 0;
             for (double v : a) nn += v * v;
             nn = std::sqrt(nn);
             if (nn <= 0) continue;
+            slot[k] = im.req_owner.size();
             for (double v : a) im.req_centroids.push_back(static_cast<float>(v / nn));
             im.req_owner.push_back(k.second);
             im.req_workload.push_back(k.first);
+        }
+        // each centroid's radius: the cosine that 98% of its own calls reach (a request farther out
+        // than the cluster's own calls is not its task)
+        std::vector<std::vector<float>> sims(im.req_owner.size());
+        for (size_t i = 0; i < docs.size(); ++i) {
+            auto it = slot.find(key_of[i]);
+            if (it == slot.end()) continue;
+            double dot = 0;
+            for (int t = 0; t < im.dim; ++t) dot += static_cast<double>(x[i * im.dim + t]) * im.req_centroids[it->second * im.dim + t];
+            sims[it->second].push_back(static_cast<float>(dot));
+        }
+        for (size_t c = 0; c < sims.size(); ++c) {
+            auto& v = sims[c];
+            std::sort(v.begin(), v.end());
+            const float r = v.empty() ? 1.f : v[static_cast<size_t>(0.02 * static_cast<double>(v.size() - 1))];
+            im.req_radius.push_back(r);
+            auto [it, fresh] = im.radius_of.try_emplace(im.req_owner[c], r);
+            if (!fresh) it->second = std::min(it->second, r);
         }
     }
     collector::normalize_options no;
@@ -189,7 +209,8 @@ router router::load(store::db& d, int64_t cluster_run) {
     return r;
 }
 
-route_decision router::route(const std::string& json_text, const std::string& source, const std::string& workload) {
+route_decision router::route(const std::string& json_text, const std::string& source, const std::string& workload,
+                             double min_margin) {
     auto& im = *p_;
     route_decision out;
     out.source = source;
@@ -236,30 +257,43 @@ route_decision router::route(const std::string& json_text, const std::string& so
                 ct.system_prompt = msg["content"].get<std::string>();
                 break;
             }
-    auto a = im.assign->assign({ct})[0];
-    out.similarity = a.similarity;
-    if (a.cluster < 0) {
-        out.reason = fmt::format("cosine {:.2f} to the nearest cell is below the run's threshold {:.2f}: not one of the "
-                                 "recurring tasks",
-                                 a.similarity, im.noise_similarity);
+    // the nearest request-only centroid of the request's node (any node's when the run never saw it),
+    // and whether the request lies within that centroid's radius
+    if (im.req_owner.empty()) {
+        out.reason = "the clustering run has no clustered calls to route by";
         return out;
     }
-    // which cluster: the nearest request-only centroid of the request's node (any node's when the
-    // run never saw it)
-    if (!im.req_owner.empty()) {
-        const std::string doc = clustering::document(ct, im.text);
-        std::vector<std::string_view> v = {doc};
-        std::vector<float> x(im.dim);
-        im.emb->embed(v, x.data());
-        bool known = false;
-        for (const auto& w : im.req_workload) known |= !ct.workload_id.empty() && w == ct.workload_id;
-        double best = -2;
-        for (size_t c = 0; c < im.req_owner.size(); ++c) {
-            if (known && im.req_workload[c] != ct.workload_id) continue;
-            double dot = 0;
-            for (int t = 0; t < im.dim; ++t) dot += static_cast<double>(x[t]) * im.req_centroids[c * im.dim + t];
-            if (dot > best) best = dot, a.cluster = im.req_owner[c];
-        }
+    const std::string doc = clustering::document(ct, im.text);
+    std::vector<std::string_view> dv = {doc};
+    std::vector<float> x(im.dim);
+    im.emb->embed(dv, x.data());
+    bool known = false;
+    for (const auto& w : im.req_workload) known |= !ct.workload_id.empty() && w == ct.workload_id;
+    double best = -2, second = -2;  // second: the best centroid of another cluster
+    size_t bc = 0;
+    int second_idx = -1;
+    std::vector<double> dots(im.req_owner.size(), -2);
+    for (size_t c = 0; c < im.req_owner.size(); ++c) {
+        if (known && im.req_workload[c] != ct.workload_id) continue;
+        double dot = 0;
+        for (int t = 0; t < im.dim; ++t) dot += static_cast<double>(x[t]) * im.req_centroids[c * im.dim + t];
+        dots[c] = dot;
+        if (dot > best) best = dot, bc = c;
+    }
+    for (size_t c = 0; c < im.req_owner.size(); ++c)
+        if (im.req_owner[c] != im.req_owner[bc] && dots[c] > second) second = dots[c], second_idx = im.req_owner[c];
+    out.margin = second_idx >= 0 ? static_cast<float>(best - second) : 1.f;
+    out.runner_up = second_idx;
+    out.similarity = static_cast<float>(best);
+    struct {
+        int cluster;
+        float similarity;
+    } a{im.req_owner[bc], static_cast<float>(best)};
+    if (best < im.req_radius[bc]) {
+        out.reason = fmt::format("cosine {:.2f} to the nearest cluster ({}) is below {:.2f}, which 98% of its own calls "
+                                 "reach: not one of the recurring tasks",
+                                 best, a.cluster, im.req_radius[bc]);
+        return out;
     }
     out.idx = a.cluster;
     auto it = im.by_idx.find(a.cluster);
@@ -268,6 +302,12 @@ route_decision router::route(const std::string& json_text, const std::string& so
         return out;
     }
     const auto& t = im.targets[it->second];
+    if (t.target != "llm" && out.margin < min_margin) {
+        out.reason = fmt::format("cluster {} ({}), cosine {:.2f}, but cluster {} is as close ({:.2f}, margin {:.2f} < "
+                                 "{:.2f}): ambiguous, the LLM keeps it",
+                                 t.idx, t.label, a.similarity, second_idx, second, out.margin, min_margin);
+        return out;
+    }
     out.target = t.target;
     out.adapter_name = t.adapter_name;
     out.adapter_path = t.adapter_path;
@@ -277,6 +317,7 @@ route_decision router::route(const std::string& json_text, const std::string& so
 
 nlohmann::json route_decision::to_json() const {
     nlohmann::json j = {{"source", source}, {"cluster", idx}, {"similarity", similarity}, {"target", target}};
+    if (runner_up >= 0) j["runner_up"] = {{"cluster", runner_up}, {"margin", margin}};
     if (!request_id.empty()) j["request_id"] = request_id;
     if (!adapter_name.empty()) j["adapter_name"] = adapter_name;
     if (!adapter_path.empty()) j["adapter_path"] = adapter_path;
@@ -293,7 +334,10 @@ nlohmann::json router::table() const {
                             {"label", t.label},
                             {"target", t.target},
                             {"reason", t.reason},
-                            {"thresholds", {{"min_similarity", im.noise_similarity}}},
+                            {"thresholds",
+                             {{"min_similarity", im.radius_of.count(t.idx) ? im.radius_of.at(t.idx) : 1.f},
+                              {"rule", "cosine of the request (task text without the answer) to the cluster's "
+                                       "request centroid; 98% of the cluster's own calls reach it"}}},
                             {"centroid_ref",
                              {{"cluster_run", im.cluster_run}, {"table", "cluster_models"}, {"cells", im.cells_of.count(t.idx) ? im.cells_of.at(t.idx) : std::vector<int>{}}}}};
         if (t.target == "adapter")
@@ -308,7 +352,7 @@ nlohmann::json router::table() const {
             {"eval_run", im.eval_run},
             {"embedder", im.embedder},
             {"default_target", "llm"},
-            {"min_similarity", im.noise_similarity},
+            {"clustering_noise_similarity", im.noise_similarity},
             {"clusters", cl}};
 }
 
