@@ -1,66 +1,37 @@
 #!/usr/bin/env bash
-# Dev-time check (not in CI): llama.cpp's server, through llama-cpp-python from PyPI, loads a GGUF LoRA
-# adapter that `slmctl finetune --format gguf` wrote, next to SmolLM2's GGUF, and answers a chat request
-# with it; the adapter changes the answer (greedy, same prompt, with and without the adapter).
+# Dev-time check (not in CI): llama.cpp, through llama-cpp-python 0.3.36 from PyPI (its Python API and
+# its server), loads a GGUF LoRA adapter that `slmctl finetune --format gguf` wrote, next to SmolLM2's
+# GGUF, and answers held-out calls of the adapter's cluster with it; compared with the same GGUF
+# without the adapter and with slmctl's own answers (bench/serve/llama_cpp_check.py).
 #
-#   bench/serve/llama-cpp-check.sh [ADAPTER.gguf]    (default: the first adapter of build/demo.db)
-#
-# Needs a C++ compiler: llama-cpp-python is an sdist, pip builds llama.cpp (a few minutes on 2 cores).
+#   bench/serve/llama-cpp-check.sh [DB] [CLUSTER] [TOOL]   (default: build/demo.db after `make demo`,
+#                                                            its send_sms cluster)
+# llama-cpp-python is an sdist: the first run builds llama.cpp (about 10 minutes on 2 cores).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+db=${1:-build/demo.db}
+tool=${3:-send_sms}
 venv=${SLMCTL_LLAMA_VENV:-$HOME/.cache/slmctl/venv-llama-cpp}
-base=${BASE:-$(scripts/fetch-models.sh)/SmolLM2-135M-Instruct.Q4_1.gguf}
-adapter=${1:-}
-if [[ -z "$adapter" ]]; then
-  adapter=$(python3 - <<'PY'
-import json, sqlite3
-d = sqlite3.connect("build/demo.db")
-for (p,) in d.execute("SELECT path FROM adapters ORDER BY id"):
-    import os
-    g = p if p.endswith(".gguf") else os.path.join(p, "adapter.gguf")
-    if os.path.exists(g):
-        print(g); break
-PY
-)
-fi
-[[ -f "$adapter" ]] || { echo "error: no GGUF adapter (give one, or run make demo first)" >&2; exit 1; }
-if [[ ! -x "$venv/bin/python" ]]; then
+base=$(scripts/fetch-models.sh)/SmolLM2-135M-Instruct.Q4_1.gguf
+if [[ ! -x "$venv/bin/python" ]] || ! "$venv/bin/python" -c 'import llama_cpp' 2>/dev/null; then
   python3 -m venv "$venv"
-  "$venv/bin/pip" install -q 'llama-cpp-python[server]==0.3.36'
+  CMAKE_ARGS="-DGGML_NATIVE=ON" "$venv/bin/pip" install -q 'llama-cpp-python[server]==0.3.36'
 fi
-port=${PORT:-8765}
-"$venv/bin/python" -m llama_cpp.server --model "$base" --lora_path "$adapter" --n_ctx 2048 --port "$port" \
-  --chat_format chatml >/tmp/llama-cpp-server.log 2>&1 &
-server=$!
-trap 'kill $server 2>/dev/null || true' EXIT
-for _ in $(seq 1 120); do
-  curl -sf "http://127.0.0.1:$port/v1/models" >/dev/null && break
-  sleep 1
-done
-grep -i "lora" /tmp/llama-cpp-server.log | head -5 || true
-prompt=$(python3 - "$adapter" <<'PY'
-import json, sqlite3, sys
-d = sqlite3.connect("build/demo.db")
-row = d.execute("SELECT c.messages FROM adapters a JOIN splits s ON 1 JOIN cluster_members m ON m.call_id = s.call_id "
-                "AND m.cluster_id = a.cluster_id JOIN calls c ON c.id = s.call_id WHERE s.split = 'test' LIMIT 1").fetchone()
-msgs = json.loads(row[0]) if row else [{"role": "user", "content": "Send an email to bob@example.com saying hi"}]
-msgs = [m for m in msgs if isinstance(m.get("content"), str)]
-print(json.dumps({"messages": msgs, "max_tokens": 64, "temperature": 0}))
-PY
-)
-with=$(curl -sf "http://127.0.0.1:$port/v1/chat/completions" -H 'Content-Type: application/json' -d "$prompt")
-echo "with adapter:    $(echo "$with" | python3 -c 'import json,sys; print(json.load(sys.stdin)["choices"][0]["message"]["content"][:300])')"
-kill $server; wait $server 2>/dev/null || true
-"$venv/bin/python" -m llama_cpp.server --model "$base" --n_ctx 2048 --port "$port" --chat_format chatml \
-  >/tmp/llama-cpp-server-base.log 2>&1 &
-server=$!
-for _ in $(seq 1 120); do
-  curl -sf "http://127.0.0.1:$port/v1/models" >/dev/null && break
-  sleep 1
-done
-without=$(curl -sf "http://127.0.0.1:$port/v1/chat/completions" -H 'Content-Type: application/json' -d "$prompt")
-echo "without adapter: $(echo "$without" | python3 -c 'import json,sys; print(json.load(sys.stdin)["choices"][0]["message"]["content"][:300])')"
-a=$(echo "$with" | python3 -c 'import json,sys; print(json.load(sys.stdin)["choices"][0]["message"]["content"])')
-b=$(echo "$without" | python3 -c 'import json,sys; print(json.load(sys.stdin)["choices"][0]["message"]["content"])')
-if [[ "$a" == "$b" ]]; then echo "FAIL: the adapter did not change the greedy answer"; exit 1; fi
-echo "OK: llama.cpp's server loaded $adapter and answered with it"
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+cp "$db" "$work/check.db"
+cluster=${2:-$(build/slmctl cluster --db "$work/check.db" --run "$(python3 -c "
+import sqlite3; print(sqlite3.connect('$work/check.db').execute(\"SELECT MAX(id) FROM runs WHERE command='cluster' AND status='ok'\").fetchone()[0])")" --json |
+  python3 -c "import json,sys; print([c['id'] for c in json.load(sys.stdin)['clusters'] if c['label'].startswith('$tool')][0])")}
+build/slmctl eval --db "$work/check.db" --cluster "$cluster" --variants customized --max-calls 10 \
+  --dump-prompts "$work/prompts.jsonl" --json -q >"$work/eval.json"
+adapter=$(python3 -c "
+import json, os; v = json.load(open('$work/eval.json'))['clusters'][0]['variants'][0]['adapter']
+print(v if v.endswith('.gguf') else os.path.join(v, 'adapter.gguf'))")
+python3 -c "
+import json, sqlite3
+d = sqlite3.connect('$work/check.db')
+run = json.load(open('$work/eval.json'))['run_id']
+json.dump([o for (o,) in d.execute('SELECT output FROM eval_results WHERE run_id = ?', (run,))], open('$work/ours.json', 'w'))"
+echo "adapter: $adapter"
+"$venv/bin/python" bench/serve/llama_cpp_check.py "$base" "$adapter" "$work/prompts.jsonl" "$tool" "$work/ours.json"
