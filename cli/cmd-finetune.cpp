@@ -6,6 +6,7 @@
 #include "cli/cli.h"
 #include "common/common.h"
 #include "finetune/finetune.h"
+#include "select/select.h"
 #include "store/stages.h"
 
 namespace slm::cli {
@@ -40,6 +41,8 @@ void finetune_main() {
     o.train.time_budget_s = a.time_budget_min * 60;
     auto d = store::db::open(g.db_path, store::open_mode::read_write);
     o.cluster_id = finetune::resolve_cluster(d, a.run, a.cluster);
+    if (o.base.empty() && !(o.base = select::top_local_pick(d, o.cluster_id)).empty())
+        log_info("base: {} (the top loadable local pick of `slmctl select` for cluster {})", o.base, a.cluster);
     const bool tty = stderr_is_tty() && get_verbosity() >= verbosity::normal && !g.json;
     o.train.on_progress = [tty](const finetune::train_progress& p) {
         if (p.step == 0) {
@@ -95,7 +98,7 @@ void set_finetune_command(CLI::App& sub) {
     auto& t = o.train;
     sub.add_option("--cluster", a.cluster, "Cluster to train on (the id column of `slmctl cluster`)")->required();
     sub.add_option("--run", a.run, "Clustering run the cluster belongs to (default: the latest ok one)");
-    sub.add_option("--base", o.base, "Base model: GGUF file or HF directory (default: SmolLM2-135M-Instruct)");
+    sub.add_option("--base", o.base, "Base model: GGUF file or HF directory (default: select's top local pick for the cluster, else SmolLM2-135M-Instruct)");
     sub.add_option("--out", o.out, "Adapter directory (default: adapters/cluster-<id> beside the database)");
     sub.add_option("--format", o.format, "peft (adapter_config.json + safetensors), gguf (llama.cpp), or both")
         ->capture_default_str();
