@@ -19,10 +19,6 @@ using ojson = nlohmann::ordered_json;
 
 std::string pct(double x) { return fmt::format("{:.1f}%", 100 * x); }
 
-std::string iv_text(const ojson& v) {
-    return fmt::format("{:.2f} [{:.2f}, {:.2f}]", v.value("value", 0.0), v.value("lo", 0.0), v.value("hi", 0.0));
-}
-
 const ojson* variant_of(const ojson& cluster, const std::string& name) {
     if (!cluster.contains("variants")) return nullptr;
     for (const auto& v : cluster["variants"])
@@ -152,7 +148,7 @@ std::string render_html(const ojson& r) {
         const int hgt = static_cast<int>(shares.size()) * row + 30;
         h += "<h2>Replaceable share of calls per agent</h2>\n";
         h += fmt::format("<svg id=\"share-chart\" xmlns=\"http://www.w3.org/2000/svg\" width=\"{}\" height=\"{}\">\n",
-                         left + width + 150, hgt);
+                         left + width + 260, hgt);
         int y = 10;
         for (const auto& s : shares) {
             const double v = s["share"].value("value", 0.0), lo = s["share"].value("lo", 0.0), hi = s["share"].value("hi", 0.0);
