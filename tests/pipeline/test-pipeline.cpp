@@ -293,6 +293,17 @@ variants = ["base", "customized"]
     CHECK(j3["previous_cycle"].at("shares").size() >= 2);
     CHECK(j3["previous_cycle"]["shares"][0].contains("previous_share"));
 
+    // ---- `slmctl finetune` without --base takes select's top local pick too ----
+    {
+        const int idx = std::stoi(changed.substr(std::string("cluster ").size()));
+        auto f = test::run_slmctl(fmt::format("finetune --db '{}' --cluster {} --max-steps 1 --batch-size 2 --eval-every 0 "
+                                              "--val-max 2 --format gguf --json --out '{}'",
+                                              db, idx, t / "manual-adapter"));
+        REQUIRE_MESSAGE(f.exit_code == 0, f.err);
+        CHECK(json::parse(f.out).at("base") == tiny.string());
+        CHECK(f.err.find("the top loadable local pick of `slmctl select`") != std::string::npos);
+    }
+
     // ---- route: the held-out (test split) calls go to the cluster they are stored in ----
     std::map<std::string, int> stored;  // response_id -> cluster idx in the cycle-2 run
     std::vector<std::string> test_ids;
