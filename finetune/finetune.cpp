@@ -13,6 +13,7 @@
 #include "common/timing.h"
 #include "finetune/finetune.h"
 #include "model/conversation.h"
+#include "model/adapter.h"
 #include "model/llama.h"
 #include "model/model.h"
 

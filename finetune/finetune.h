@@ -14,7 +14,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "model/adapter.h"
+#include "model/lora-config.h"
 #include "store/stages.h"
 
 namespace slm::model {

@@ -17,29 +17,11 @@
 #include <nlohmann/json.hpp>
 
 #include "model/llama.h"
+#include "model/lora-config.h"
 
 namespace slm::model {
 
 class language_model;
-
-struct lora_config {
-    int64_t rank = 8;
-    double alpha = 16;
-    double dropout = 0.0;  ///< on the adapter's input while training (PEFT's default is 0 too)
-    bool rslora = false;   ///< scale alpha / sqrt(r) instead of alpha / r
-    std::vector<proj> targets = {proj::q, proj::k, proj::v, proj::o, proj::gate, proj::up, proj::down};
-
-    double scale() const;
-    /// "q,k,v,o,gate,up,down", "all", or HF names "q_proj,...,down_proj"; user_error naming an
-    /// unknown one with the valid list.
-    static std::vector<proj> parse_targets(std::string_view csv);
-    /// rank >= 1, alpha > 0, 0 <= dropout < 1, targets not empty: user_error with a hint.
-    void validate() const;
-    nlohmann::json to_json() const;
-};
-
-/// HF module name of a projection ("q_proj", ..., "down_proj").
-const char* proj_hf_name(proj p);
 
 /// Adds adapters on `c.targets` of every layer: A (r, in) float32 Kaiming-uniform with a = sqrt(5)
 /// (nn.Linear's and PEFT's init: bound 1/sqrt(in)), B (out, r) zeros, both requiring grad, on the

@@ -9,6 +9,8 @@
 #include <string>
 #include <vector>
 
+#include "model/lora-config.h"
+
 namespace slm::model {
 
 // Dimensions, named once (llm.c habit):
@@ -82,10 +84,6 @@ struct int4_weight {
     static int4_weight quantize(const torch::Tensor& w);
 };
 
-/// The seven projections of a layer, by name, for LoRA target lists ("q", "k", ..., "down").
-enum class proj { q, k, v, o, gate, up, down };
-constexpr int n_projs = 7;
-const char* proj_name(proj p);
 
 struct llama_layer {
     torch::Tensor attn_norm;  ///< (C)

@@ -170,7 +170,7 @@ void load_config(const std::string& path, run_config& c) {
             auto& o = c.finetune;
             auto& tr = o.train;
             r.each(t, sec,
-                   {"base", "clusters", "max_clusters", "min_size", "min_suitability", "min_tool_call_share", "format",
+                   {"base", "clusters", "max_clusters", "min_size", "min_suitability", "min_tool_call_share", "max_prompt_tokens", "format",
                     "targets", "rank", "alpha", "dropout", "rslora", "lr", "batch_size", "grad_accum", "max_steps", "epochs",
                     "eval_every", "val_max", "patience", "checkpoint_every", "time_budget_min", "seed", "split_seed",
                     "max_tokens", "max_train", "min_calls", "dtype", "adapters_dir"},
@@ -181,6 +181,7 @@ void load_config(const std::string& path, run_config& c) {
                        if (k == "min_size") r.get(v, k, c.pick.min_size);
                        if (k == "min_suitability") r.get(v, k, c.pick.min_suitability);
                        if (k == "min_tool_call_share") r.get(v, k, c.pick.min_tool_call_share);
+                       if (k == "max_prompt_tokens") r.get(v, k, c.pick.max_prompt_tokens);
                        if (k == "format") r.get(v, k, o.format);
                        if (k == "targets") r.get(v, k, c.targets);
                        if (k == "rank") r.get(v, k, tr.lora.rank);
@@ -250,6 +251,7 @@ nlohmann::json run_config::to_json() const {
                        {"min_size", pick.min_size},
                        {"min_suitability", pick.min_suitability},
                        {"min_tool_call_share", pick.min_tool_call_share},
+                       {"max_prompt_tokens", pick.max_prompt_tokens},
                        {"clusters", pick.clusters}}},
                      {"format", finetune.format},
                      {"targets", targets},

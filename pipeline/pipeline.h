@@ -32,6 +32,7 @@ struct pick_params {
     int64_t min_size = 40;             ///< calls in the cluster at least
     double min_suitability = 0.5;      ///< SLM suitability at least
     double min_tool_call_share = 0.0;  ///< share of tool-call answers at least
+    int64_t max_prompt_tokens = 0;     ///< p90 of the logged prompt_tokens at most (0: no limit): cheaper clusters
     std::vector<int> clusters;         ///< explicit cluster idx list (overrides the floors)
 };
 

@@ -198,6 +198,8 @@ run_report run_pipeline(store::db& d, const run_config& cfg, const run_hooks& ho
         throw user_error(fmt::format("no logs to collect and no calls in {}", d.path()),
                          "give log files or directories (`slmctl run LOGS...` or [collect] logs)");
     if (c.pick.max_clusters < 0) throw user_error("[finetune] max_clusters must be at least 0");
+    if (c.pick.max_prompt_tokens < 0)
+        throw user_error("[finetune] max_prompt_tokens must be at least 0", "0 means no limit");
     c.eval_opts.split_seed = c.finetune.split_seed;
     c.eval_opts.device = c.finetune.device;
     c.select_opts.device = c.finetune.device;
@@ -389,8 +391,14 @@ run_report run_pipeline(store::db& d, const run_config& cfg, const run_hooks& ho
                 }
                 const double tool_share = cl.stats.is_object() ? cl.stats.value("tool_call_share", 0.0) : 0.0;
                 const double suit = std::isnan(cl.suitability) ? 0 : cl.suitability;
+                // the logged prompt_tokens' p90 (the LLM's tokenizer: a size class, not our count)
+                const double p90_prompt = cl.stats.is_object() && cl.stats.contains("prompt_tokens") &&
+                                                  cl.stats["prompt_tokens"].is_object()
+                                              ? cl.stats["prompt_tokens"].value("p90", 0.0)
+                                              : 0.0;
                 if (cl.size >= c.pick.min_size && cl.size >= c.finetune.min_calls && suit >= c.pick.min_suitability &&
-                    tool_share >= c.pick.min_tool_call_share)
+                    tool_share >= c.pick.min_tool_call_share &&
+                    (c.pick.max_prompt_tokens <= 0 || p90_prompt <= static_cast<double>(c.pick.max_prompt_tokens)))
                     cand.push_back(&cl);
             }
             std::stable_sort(cand.begin(), cand.end(), [](const auto* a, const auto* b) {
@@ -405,9 +413,12 @@ run_report run_pipeline(store::db& d, const run_config& cfg, const run_hooks& ho
                 o.action = "none";
                 o.why = c.pick.max_clusters == 0
                             ? "[finetune] max_clusters = 0"
-                            : fmt::format("no cluster has at least {} calls, suitability >= {} and tool-call share >= {}",
+                            : fmt::format("no cluster has at least {} calls, suitability >= {}, tool-call share >= {}{}",
                                           std::max<int64_t>(c.pick.min_size, c.finetune.min_calls), c.pick.min_suitability,
-                                          c.pick.min_tool_call_share);
+                                          c.pick.min_tool_call_share,
+                                          c.pick.max_prompt_tokens > 0
+                                              ? fmt::format(" and p90 prompt tokens <= {}", c.pick.max_prompt_tokens)
+                                              : std::string());
                 if (hooks.on_stage_done) hooks.on_stage_done(o);
                 rep.stages.push_back(o);
             }

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Configures (once) and builds slmctl and its tests in ./build with Ninja and ccache, against the
 # pinned libtorch that scripts/fetch-libtorch.sh installs. BUILD_DIR and extra CMake flags
-# (CMAKE_ARGS) can be set from the environment; SLMCTL_LIBTORCH overrides the libtorch prefix.
+# (CMAKE_ARGS) can be set from the environment; SLMCTL_LIBTORCH overrides the libtorch prefix;
+# TARGETS (e.g. "slmctl": the tool without the test binaries) limits what is built.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build=${BUILD_DIR:-build}
@@ -17,4 +18,4 @@ if [[ ! -f "$build/build.ninja" || "$configured" != "$libtorch" ]]; then
 fi
 # a libtorch translation unit takes ~1.4 GB and 25-35 s; more jobs than cores only thrash
 jobs=${JOBS:-$(nproc)}
-cmake --build "$build" -j "$jobs"
+cmake --build "$build" -j "$jobs" ${TARGETS:+--target $TARGETS}

@@ -4,7 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup-deps.sh
-scripts/build.sh >/dev/null
+echo "== build (the tool only; \`make test\` builds the tests; first time ~8 min on 2 cores, then seconds)"
+TARGETS=slmctl scripts/build.sh  # ninja's progress lines
 models=$(scripts/fetch-models.sh)
 slm=./build/slmctl
 db=${DEMO_DB:-build/demo.db}
