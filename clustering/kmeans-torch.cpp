@@ -45,7 +45,7 @@ std::pair<torch::Tensor, torch::Tensor> nearest(const torch::Tensor& x, const to
 
 /// Rows scaled to unit norm, zero rows left alone (faiss' fvec_renorm_L2).
 torch::Tensor renorm(const torch::Tensor& c) {
-    auto nr = c.norm(2, 1, true);  // (k, 1)
+    auto nr = c.pow(2).sum(1, true).sqrt();  // (k, 1)
     return torch::where(nr > 0, c / nr, c);
 }
 
@@ -157,7 +157,7 @@ partition spherical_kmeans_torch(const float* x, size_t n, int d, int k, const k
     torch::Tensor train = X;  // (m, d)
     if (m < n) {
         std::vector<int64_t> id64(idx.begin(), idx.end());
-        train = X.index_select(0, torch::tensor(id64, torch::kInt64).to(dev));
+        train = X.index_select(0, torch::tensor(id64, torch::TensorOptions().dtype(torch::kInt64)).to(dev));
     }
 
     double best_obj = -1e300;

@@ -39,6 +39,9 @@ if ((${#missing[@]})); then
     exit 1
   }
 fi
+for f in "$dst"/debs/*%3a*.deb; do  # epoch "1:" is written %3a: plain names travel better
+  [[ -e $f ]] && mv "$f" "${f//%3a/_}"
+done
 
 # CMake from its PyPI wheel: only the binary and its modules, recompressed
 cmake_ver=3.31.6

@@ -20,7 +20,7 @@
 # Here, without a GPU, the same steps on the CPU with tiny sizes (the plumbing, not the figures):
 #   scripts/gpu-check.sh /tmp/gpu-dry --cpu-dry-run [--prebuilt build]
 # --prebuilt DIR uses DIR's binaries instead of building (the CPU build of scripts/build.sh); the
-# configure step against the unpacked prefix still runs. The HF peer runs only where python3 has
+# configure step against the unpacked prefix still runs. --setup-only stops after that configure step. The HF peer runs only where python3 has
 # torch, transformers and peft (else its steps say "skipped").
 #
 # Environment: SLMCTL_GPU_CARRY (default .cache/gpu-carry), SLMCTL_GPU_WORK (default
@@ -28,16 +28,18 @@
 # SLMCTL_GPU_JOBS (default: nproc).
 set -uo pipefail
 
-usage() { echo "usage: scripts/gpu-check.sh OUTDIR [--cpu-dry-run] [--prebuilt BUILD_DIR]" >&2; exit 2; }
+usage() { echo "usage: scripts/gpu-check.sh OUTDIR [--cpu-dry-run] [--prebuilt BUILD_DIR] [--setup-only]" >&2; exit 2; }
 [[ $# -ge 1 ]] || usage
 out=$1
 shift
 dry=0
 prebuilt=""
+setup_only=0
 while [[ $# -gt 0 ]]; do
   case $1 in
     --cpu-dry-run) dry=1 ;;
     --prebuilt) prebuilt=${2:?--prebuilt needs a build directory}; shift ;;
+    --setup-only) setup_only=1 ;;
     *) usage ;;
   esac
   shift
@@ -214,7 +216,7 @@ PY
   # absolute links (zlib1g-dev's libz.so -> /lib/...) made to point into the prefix
   find "$prefix" -type l | while read -r l; do
     t=$(readlink "$l")
-    [[ $t == /* ]] && ln -sfn "$prefix$t" "$l"
+    if [[ $t == /* ]]; then ln -sfn "$prefix$t" "$l"; fi
   done
   # what update-alternatives would do: OpenBLAS as libblas/liblapack
   for l in blas lapack; do
@@ -274,7 +276,8 @@ configure() {
   # the dry run looks only in the prefix, never in /usr, to prove the carried set complete (this
   # machine has every -dev package); the GPU machine may fall back to its own
   local only_prefix=()
-  ((dry)) && only_prefix=(-DCMAKE_FIND_USE_CMAKE_SYSTEM_PATH=OFF -DCMAKE_FIND_USE_SYSTEM_ENVIRONMENT_PATH=OFF)
+  ((dry)) && only_prefix=(-DCMAKE_FIND_USE_CMAKE_SYSTEM_PATH=OFF -DCMAKE_FIND_USE_SYSTEM_ENVIRONMENT_PATH=OFF
+    -DCMAKE_CXX_COMPILER="$(command -v g++)")
   cmake -S "$root" -B "$1" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSLMCTL_LIBTORCH="$lt" "${cuda_args[@]}" \
     "${only_prefix[@]}" \
     -DCMAKE_PREFIX_PATH="$prefix/usr;$lib/cmake;$prefix/usr/share/cmake;$prefix/usr/lib/cmake" \
@@ -285,6 +288,10 @@ configure() {
     "$1/CMakeCache.txt"
 }
 targets=(slmctl test-model test-clustering test-finetune bench-kmeans)
+if ((setup_only)); then  # facts, the prefix and the configure step only
+  step configure 240 bash -c "$(declare -f libtorch_prefix configure); dry=$dry root='$root' work='$work' prefix='$prefix'; configure '$work/build-configure-only'"
+  exit $?
+fi
 if [[ -n $prebuilt ]]; then
   # the prefix is still configured against (proves the carried set), in a scratch directory
   step configure 240 bash -c "$(declare -f libtorch_prefix configure); dry=$dry root='$root' work='$work' prefix='$prefix'; configure '$work/build-configure-only'"
