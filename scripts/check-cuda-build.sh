@@ -5,17 +5,38 @@
 # "no CUDA device", a hint), and the CPU path of the tensor code works (a few CPU tests of the CUDA
 # build's binaries). Separate from .ci/run (see bench/RESULTS.md "GPU path" for why and how long).
 #
-#   scripts/check-cuda-build.sh            BUILD_DIR (default build-cuda), JOBS (default: all cores)
+#   scripts/check-cuda-build.sh            the whole build (BUILD_DIR, default build-cuda; JOBS, default
+#                                          all cores), then the checks below
+#   scripts/check-cuda-build.sh --quick    configure + the one-file link check (tests/cuda-link-check.cpp:
+#                                          libtorch_cuda linked, loaded, run) in a few minutes
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build=${BUILD_DIR:-build-cuda}
+quick=0
+[[ ${1:-} == --quick ]] && quick=1
 export CCACHE_BASEDIR=${CCACHE_BASEDIR:-$(cd .. && pwd)}
-t0=$(date +%s)
-CMAKE_ARGS="-DSLMCTL_CUDA=ON ${CMAKE_ARGS:-}" BUILD_DIR=$build JOBS=${JOBS:-$(nproc)} scripts/build.sh
-t_build=$(($(date +%s) - t0))
-
 fail() { echo "check-cuda-build: FAILED: $*" >&2; exit 1; }
+t0=$(date +%s)
+if ((quick)); then
+  libtorch=$(scripts/fetch-libtorch.sh --cuda)
+  [[ -f $build/build.ninja ]] || cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+    -DSLMCTL_LIBTORCH="$libtorch" -DSLMCTL_CUDA=ON ${CMAKE_ARGS:-} >&2
+else
+  CMAKE_ARGS="-DSLMCTL_CUDA=ON ${CMAKE_ARGS:-}" BUILD_DIR=$build JOBS=${JOBS:-$(nproc)} scripts/build.sh
+fi
 grep -q '^SLMCTL_CUDA:BOOL=ON' "$build/CMakeCache.txt" || fail "$build is not configured with SLMCTL_CUDA=ON"
+cmake --build "$build" -j "${JOBS:-$(nproc)}" --target cuda-link-check
+t_build=$(($(date +%s) - t0))
+ldd "$build/cuda-link-check" | grep -q 'libtorch_cuda.so' || fail "cuda-link-check does not link libtorch_cuda"
+if ldd "$build/cuda-link-check" | grep -q 'not found'; then
+  ldd "$build/cuda-link-check" | grep 'not found' >&2
+  fail "cuda-link-check: libraries not found"
+fi
+"$build/cuda-link-check" || fail "cuda-link-check did not run"
+if ((quick)); then
+  echo "check-cuda-build --quick: ok (${t_build} s)"
+  exit 0
+fi
 # linked against libtorch_cuda, and every library resolves at load time
 ldd "$build/libslmctl-torch.so" | grep -q 'libtorch_cuda.so' || fail "libslmctl-torch.so does not link libtorch_cuda"
 for b in "$build/slmctl" "$build/libslmctl-torch.so" "$build"/test-*; do
