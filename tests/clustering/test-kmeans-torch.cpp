@@ -73,7 +73,7 @@ void compare(const std::vector<float>& x, int d, int k, const kmeans_params& kp,
     const double ia = inertia(ref), ib = inertia(got);
     size_t same = 0;
     for (size_t i = 0; i < n; ++i) same += got.labels[i] == ref.labels[i];
-    MESSAGE(what << " (" << device << "): objective faiss " << ref.objective << " torch " << got.objective
+    MESSAGE(std::string(what) << " (" << device << "): objective faiss " << ref.objective << " torch " << got.objective
                  << "; inertia faiss " << ia << " torch " << ib << "; same label " << same << "/" << n
                  << "; ARI " << ari(ref.labels, got.labels));
     CHECK(std::abs(got.objective - ref.objective) <= 0.01 * std::abs(ref.objective));
