@@ -55,7 +55,7 @@ if ((dry)); then
   deadline_s=${SLMCTL_GPU_DEADLINE_S:-3600}
 else
   device=cuda
-  deadline_s=${SLMCTL_GPU_DEADLINE_S:-470}
+  deadline_s=${SLMCTL_GPU_DEADLINE_S:-475}
 fi
 [[ -n $prebuilt ]] && prebuilt=$(cd "$prebuilt" && pwd)
 t_start=$(date +%s)
@@ -251,19 +251,11 @@ libtorch_prefix() {
     "$root/scripts/fetch-libtorch.sh"
     return
   fi
-  # the machine's torch, seen through a prefix without its bundled fmt headers (Debian's libfmt 9
-  # headers must match the libfmt9 slmctl links; CMakeLists.txt refuses a libtorch with include/fmt)
-  local t lt=$work/libtorch
-  t=$(python3 -c 'import os, torch; print(os.path.dirname(torch.__file__))') || return 1
-  rm -rf "$lt"
-  mkdir -p "$lt/include"
-  ln -s "$t/lib" "$lt/lib"
-  ln -s "$t/share" "$lt/share"
-  for e in "$t"/include/*; do
-    [[ $(basename "$e") == fmt ]] || ln -s "$e" "$lt/include/"
-  done
-  python3 -c 'import torch; print(torch.__version__.split("+")[0])' >"$lt/VERSION"
-  echo "$lt"
+  # the machine's own torch, in place: its libraries find the nvidia-* wheels' through $ORIGIN, which
+  # a prefix of links would break. Its bundled fmt headers come after Debian's fmt in every include
+  # line (slm_common, which carries fmt::fmt, is linked before slm_libtorch), and a mismatch would
+  # not link against libfmt.so.9
+  python3 -c 'import os, torch; print(os.path.dirname(torch.__file__))'
 }
 configure() {
   set -e
@@ -272,7 +264,15 @@ configure() {
   echo "libtorch: $lt"
   local lib=$prefix/usr/lib/x86_64-linux-gnu
   local cuda_args=()
-  ((dry)) || cuda_args=(-DSLMCTL_CUDA=ON -DCMAKE_CUDA_COMPILER="$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)")
+  if ((!dry)); then
+    # executables that link libtorch_cuda need its dependencies at link time: the nvidia-* wheels' dirs
+    local nv
+    nv=$(python3 -c 'import os, torch
+d = os.path.join(os.path.dirname(os.path.dirname(torch.__file__)), "nvidia")
+print(":".join(sorted(os.path.join(d, x, "lib") for x in os.listdir(d) if os.path.isdir(os.path.join(d, x, "lib")))) if os.path.isdir(d) else "")')
+    cuda_args=(-DSLMCTL_CUDA=ON -DCMAKE_CUDA_COMPILER="$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)")
+    [[ -n $nv ]] && cuda_args+=(-DCMAKE_EXE_LINKER_FLAGS="-Wl,-rpath-link,$nv")
+  fi
   # the dry run looks only in the prefix, never in /usr, to prove the carried set complete (this
   # machine has every -dev package); the GPU machine may fall back to its own
   local only_prefix=()
@@ -287,7 +287,7 @@ configure() {
   grep -E '^(TCMALLOC_LIB|SQLite3_LIBRARY|ZLIB_LIBRARY|fmt_DIR|faiss_DIR|CLI11_DIR|doctest_DIR|nlohmann_json_DIR|tomlplusplus_DIR)' \
     "$1/CMakeCache.txt"
 }
-targets=(slmctl test-model test-clustering test-finetune bench-kmeans)
+targets=(slmctl test-gpu bench-kmeans)  # test-gpu: the CUDA cases of the model, clustering, finetune suites
 if ((setup_only)); then  # facts, the prefix and the configure step only
   step configure 240 bash -c "$(declare -f libtorch_prefix configure); dry=$dry root='$root' work='$work' prefix='$prefix'; configure '$work/build-configure-only'"
   exit $?
@@ -295,19 +295,19 @@ fi
 if [[ -n $prebuilt ]]; then
   # the prefix is still configured against (proves the carried set), in a scratch directory
   step configure 240 bash -c "$(declare -f libtorch_prefix configure); dry=$dry root='$root' work='$work' prefix='$prefix'; configure '$work/build-configure-only'"
-  step build 600 cmake --build "$prebuilt" -j "$jobs" --target "${targets[@]}"
+  skip build "--prebuilt $prebuilt: its binaries as they are"
 else
   step configure 120 bash -c "$(declare -f libtorch_prefix configure); dry=$dry root='$root' work='$work' prefix='$prefix'; configure '$build'"
-  step build 300 cmake --build "$build" -j "$jobs" --target "${targets[@]}"
+  step build 330 cmake --build "$build" -j "$jobs" --target "${targets[@]}"
 fi
 slm=$build/slmctl
 
 # ---- 4. the CUDA tests -------------------------------------------------------------------------
-if [[ -x $build/test-model ]]; then
+if [[ -x $build/test-gpu ]]; then
   export SLMCTL_BINARY=$slm
-  step test-model 90 "$build/test-model" --force-colors=0 -tc='CUDA*,--device cuda*'
-  step test-clustering 90 "$build/test-clustering" --force-colors=0 -tc='*libtorch*,CUDA*,--device cuda*'
-  step test-finetune 90 "$build/test-finetune" --force-colors=0 -tc='CUDA*'
+  # CUDA parity (model: logits, LoRA gradients, greedy tokens, embeddings; finetune: the loss curve;
+  # clustering: k-means vs FAISS), the libtorch k-means on CPU tensors, the no-GPU errors (dry run)
+  step test-gpu 120 "$build/test-gpu" --force-colors=0 -tc='CUDA*,*libtorch*,--device cuda*'
   if ((!dry)); then  # no test may skip for want of a GPU there
     if grep -l "no CUDA device visible" "$out"/test-*.log >/dev/null 2>&1; then
       echo "{\"name\": \"cuda-visible\", \"status\": \"failed\", \"reason\": \"a CUDA test skipped: no device visible\"}" >>"$out/steps.jsonl"

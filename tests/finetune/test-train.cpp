@@ -288,7 +288,7 @@ TEST_CASE("CUDA: train_lora on the GPU follows the CPU's loss curve (fp32; bf16 
     auto rg = finetune::train_lora(g32->decoder(), train, val, o);
     auto g16 = load_on("cuda", "bf16");
     auto rb = finetune::train_lora(g16->decoder(), train, val, o);
-    CHECK(g16->decoder().layers[0].projection(model::proj::q).lora_a.scalar_type() == torch::kFloat32);
+    CHECK((g16->decoder().layers[0].projection(model::proj::q).lora_a.scalar_type() == torch::kFloat32));
     REQUIRE(rg.curve.size() == rc.curve.size());
     REQUIRE(rb.curve.size() == rc.curve.size());
     for (size_t s = 1; s < rc.curve.size(); ++s) {

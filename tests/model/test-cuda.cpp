@@ -127,7 +127,7 @@ TEST_CASE("CUDA parity: LoRA gradients on the GPU match the CPU (fp32; bf16 base
     const auto got = lora_grads(g32->decoder(), x);
     auto g16 = load_on("tiny-llama", "cuda", "bf16");
     add_lora(g16->decoder());
-    CHECK(g16->decoder().layers[0].projection(proj::q).lora_a.scalar_type() == torch::kFloat32);
+    CHECK((g16->decoder().layers[0].projection(proj::q).lora_a.scalar_type() == torch::kFloat32));
     const auto got16 = lora_grads(g16->decoder(), x);
     REQUIRE(got.size() == want.size());
     REQUIRE(got16.size() == want.size());
