@@ -48,6 +48,45 @@ def clean_tokenizer(src, dst):
         json.dump(tj, f, ensure_ascii=False)
 
 
+def write_tokenizer(a):
+    clean_tokenizer(a.tokenizer, os.path.join(a.out, "tokenizer.json"))
+    with open(os.path.join(a.out, "tokenizer_config.json"), "w") as f:
+        json.dump({"chat_template": CHAT_TEMPLATE, "bos_token": "<|im_start|>", "eos_token": "<|im_end|>",
+                   "pad_token": "<|im_end|>", "model_max_length": 8192, "tokenizer_class": "GPT2Tokenizer"}, f)
+
+
+def save_pure(shapes, path, seed):
+    """The same file without torch (the CPU dry run of scripts/gpu-check.sh): bf16 normal(0, 0.02) (other
+    numbers than torch's generator draws), ones for the norms, in the safetensors layout."""
+    import random
+    import struct
+    from array import array
+    rng = random.Random(seed)
+    header, blobs, off = {}, [], 0
+    for name, shape in shapes:
+        n = 1
+        for d in shape:
+            n *= d
+        if name.endswith("norm.weight"):
+            f = array("f", [1.0] * n)
+        else:
+            f = array("f", (rng.gauss(0.0, 0.02) for _ in range(n)))
+        u = array("I")
+        u.frombytes(f.tobytes())
+        b = array("H", (x >> 16 for x in u)).tobytes()  # bf16: the upper half of the fp32 bits
+        header[name] = {"dtype": "BF16", "shape": list(shape), "data_offsets": [off, off + len(b)]}
+        blobs.append(b)
+        off += len(b)
+    header["__metadata__"] = {"format": "pt"}
+    h = json.dumps(header).encode()
+    h += b" " * (-len(h) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(h)) + h)
+        for b in blobs:
+            f.write(b)
+    return off // 2
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--shape", required=True, choices=sorted(SHAPES))
@@ -56,8 +95,13 @@ def main():
     ap.add_argument("--device", default="cpu", help="where the random numbers are drawn (cuda: fast)")
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args()
-    import torch
-    from safetensors.torch import save_file
+    try:
+        import torch
+        from safetensors.torch import save_file
+    except ImportError:
+        torch = None
+        if a.shape != "tiny":
+            sys.exit("torch and safetensors are needed for the real shapes")
 
     t0 = time.time()
     s = SHAPES[a.shape]
@@ -76,29 +120,29 @@ def main():
     }
     with open(os.path.join(a.out, "config.json"), "w") as f:
         json.dump(cfg, f, indent=1)
+    names = [("model.embed_tokens.weight", (VOCAB, C)), ("model.norm.weight", (C,))]
+    for i in range(L):
+        p = f"model.layers.{i}."
+        names += [(p + "self_attn.q_proj.weight", (H * D, C)), (p + "self_attn.k_proj.weight", (K * D, C)),
+                  (p + "self_attn.v_proj.weight", (K * D, C)), (p + "self_attn.o_proj.weight", (C, H * D)),
+                  (p + "mlp.gate_proj.weight", (F, C)), (p + "mlp.up_proj.weight", (F, C)),
+                  (p + "mlp.down_proj.weight", (C, F)), (p + "input_layernorm.weight", (C,)),
+                  (p + "post_attention_layernorm.weight", (C,))]
+    if torch is None:
+        n = save_pure(names, os.path.join(a.out, "model.safetensors"), a.seed)
+        write_tokenizer(a)
+        print(json.dumps({"shape": a.shape, "params": n, "dir": a.out, "seconds": round(time.time() - t0, 2),
+                          "writer": "pure python"}))
+        return
     g = torch.Generator(device=a.device).manual_seed(a.seed)
 
     def rnd(*shape):
         return (torch.randn(*shape, generator=g, device=a.device, dtype=torch.float32) * 0.02).to(torch.bfloat16).cpu()
 
     ones = lambda n: torch.ones(n, dtype=torch.bfloat16)
-    w = {"model.embed_tokens.weight": rnd(VOCAB, C), "model.norm.weight": ones(C)}
-    for i in range(L):
-        p = f"model.layers.{i}."
-        w[p + "self_attn.q_proj.weight"] = rnd(H * D, C)
-        w[p + "self_attn.k_proj.weight"] = rnd(K * D, C)
-        w[p + "self_attn.v_proj.weight"] = rnd(K * D, C)
-        w[p + "self_attn.o_proj.weight"] = rnd(C, H * D)
-        w[p + "mlp.gate_proj.weight"] = rnd(F, C)
-        w[p + "mlp.up_proj.weight"] = rnd(F, C)
-        w[p + "mlp.down_proj.weight"] = rnd(C, F)
-        w[p + "input_layernorm.weight"] = ones(C)
-        w[p + "post_attention_layernorm.weight"] = ones(C)
+    w = {name: ones(shape[0]) if name.endswith("norm.weight") else rnd(*shape) for name, shape in names}
     save_file(w, os.path.join(a.out, "model.safetensors"), metadata={"format": "pt"})
-    clean_tokenizer(a.tokenizer, os.path.join(a.out, "tokenizer.json"))
-    with open(os.path.join(a.out, "tokenizer_config.json"), "w") as f:
-        json.dump({"chat_template": CHAT_TEMPLATE, "bos_token": "<|im_start|>", "eos_token": "<|im_end|>",
-                   "pad_token": "<|im_end|>", "model_max_length": 8192, "tokenizer_class": "GPT2Tokenizer"}, f)
+    write_tokenizer(a)
     n = sum(t.numel() for t in w.values())
     print(json.dumps({"shape": a.shape, "params": n, "dir": a.out, "seconds": round(time.time() - t0, 2)}))
 
