@@ -50,12 +50,13 @@ def peak(a):
 
 
 def load_model(a, dtype):
+    import transformers
     from transformers import AutoModelForCausalLM
     t = time.time()
-    try:
-        m = AutoModelForCausalLM.from_pretrained(a.model, dtype=dtype)
-    except TypeError:  # transformers < 4.56 names it torch_dtype
-        m = AutoModelForCausalLM.from_pretrained(a.model, torch_dtype=dtype)
+    major, minor = (int(x) for x in transformers.__version__.split(".")[:2])
+    kw = {"dtype": dtype} if (major, minor) >= (4, 56) else {"torch_dtype": dtype}  # renamed in 4.56
+    m = AutoModelForCausalLM.from_pretrained(a.model, **kw)
+    assert next(m.parameters()).dtype == dtype, f"loaded as {next(m.parameters()).dtype}, not {dtype}"
     return m.to(a.device), time.time() - t
 
 
