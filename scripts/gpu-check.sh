@@ -15,16 +15,19 @@
 #
 # On the GPU machine, through the `run` tool, after scripts/gather-gpu-carry.sh here:
 #   run(command="scripts/gpu-check.sh $OUT/gpu", carry=[".cache/gpu-carry"], timeout_s=560)
-# (.cache/gpu-carry is about 20 MiB; with the ~14 MiB source tree well under the 64 MiB limit.)
+# (.cache/gpu-carry is 21 MiB: 18 .debs, CMake, the tokenizer; with the 13 MiB source tree 34 of the
+# 64 MiB.) The run's files come back under files_at; summary.json says what to copy into
+# bench/RESULTS.md ("GPU path"). The deadline leaves a second try inside a 15-minute device budget.
 #
 # Here, without a GPU, the same steps on the CPU with tiny sizes (the plumbing, not the figures):
 #   scripts/gpu-check.sh /tmp/gpu-dry --cpu-dry-run [--prebuilt build]
-# --prebuilt DIR uses DIR's binaries instead of building (the CPU build of scripts/build.sh); the
-# configure step against the unpacked prefix still runs. --setup-only stops after that configure step. The HF peer runs only where python3 has
-# torch, transformers and peft (else its steps say "skipped").
+# --prebuilt DIR uses DIR's binaries instead of building (a CPU build with the targets slmctl,
+# test-gpu, bench-kmeans); the configure step against the unpacked prefix still runs. --setup-only
+# stops after that configure step. The HF peer runs only where python3 has torch, transformers and
+# peft (else its steps say "skipped"). The dry run took 125 s here without the peer, 320 s with it.
 #
 # Environment: SLMCTL_GPU_CARRY (default .cache/gpu-carry), SLMCTL_GPU_WORK (default
-# /tmp/slmctl-gpu-work: prefix, build, models), SLMCTL_GPU_DEADLINE_S (default 470; dry run 3600),
+# /tmp/slmctl-gpu-work: prefix, build, models), SLMCTL_GPU_DEADLINE_S (default 475; dry run 3600),
 # SLMCTL_GPU_JOBS (default: nproc).
 set -uo pipefail
 
