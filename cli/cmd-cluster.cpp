@@ -194,6 +194,7 @@ void cluster_main() {
         }
         r = clustering::load_run(d, id);
     } else {
+        o.params.device = g.device;
         r = clustering::run(d, o.params);
     }
     if (!o.members_file.empty()) write_members(d, r, o.members_file);

@@ -23,6 +23,7 @@ struct model_args {
     std::string dtype = "auto";
     std::string int4 = "auto";  ///< --int4-decode
     int batch = 1;         ///< generate --batch: the prompt N times (throughput check)
+    bool ignore_eos = false;  ///< generate --ignore-eos: always max_tokens (throughput check)
     model::sampling_params sampling;
 };
 model_args& args() {
@@ -116,6 +117,7 @@ void generate_main() {
     auto m = load();
     model::text_params p;
     p.sampling = a.sampling;
+    if (a.ignore_eos) p.sampling.eos_ids = {-1};  // no token has id -1: nothing ends a sequence early
     const int batch = std::max(1, a.batch);
     // stream to a terminal when there is one answer to show
     const bool stream = !globals().json && batch == 1 && isatty(STDOUT_FILENO);
@@ -194,6 +196,7 @@ void set_model_command(CLI::App& sub) {
     gen->add_option("--batch", a.batch, "Generate for N copies of the prompt at once (throughput check)")
         ->capture_default_str()
         ->check(CLI::Range(1, 4096));
+    gen->add_flag("--ignore-eos", a.ignore_eos, "Never stop at an end token: every sequence runs --max-tokens (throughput check)");
     gen->callback([pr, ch] {
         if (pr->count() == 0 && ch->count() == 0) throw usage_error("model generate needs --prompt or --chat");
         generate_main();

@@ -58,6 +58,7 @@ void run_main() {
     if (a.no_select) c.select = false;
     if (a.no_eval) c.eval = false;
     c.finetune.device = g.device;
+    c.cluster.device = g.device;
     auto d = store::db::open(g.db_path, store::open_mode::read_write);
 
     const bool tty = stderr_is_tty() && get_verbosity() >= verbosity::normal && !g.json;

@@ -81,12 +81,15 @@ public:
 std::unique_ptr<embedder> fit_tfidf(const std::vector<std::string_view>& docs, const tfidf_params& p,
                                     uint64_t seed, std::vector<float>* corpus_vectors);
 
-/// Loads an embedder saved by embedder::save() (the name says which kind).
-std::unique_ptr<embedder> load_embedder(const std::string& name, const std::vector<uint8_t>& blob);
+/// Loads an embedder saved by embedder::save() (the name says which kind); a pretrained one runs
+/// on `device`.
+std::unique_ptr<embedder> load_embedder(const std::string& name, const std::vector<uint8_t>& blob,
+                                        const std::string& device = "cpu");
 
-/// The pretrained embedder a `--embedder` value names; usage_error for unknown names and for
+/// The pretrained embedder a `--embedder` value names, its model on `device` ("cpu", "cuda",
+/// "cuda:N"; user_error when CUDA is asked for and absent); usage_error for unknown names and for
 /// a model path that cannot be loaded (user_error from model/).
-std::unique_ptr<embedder> make_pretrained_embedder(const std::string& spec);
+std::unique_ptr<embedder> make_pretrained_embedder(const std::string& spec, const std::string& device = "cpu");
 
 // ---- k-means ----------------------------------------------------------------------------------
 
@@ -94,6 +97,7 @@ struct kmeans_params {
     int niter = 25;                     ///< Lloyd iterations per restart
     int nredo = 4;                      ///< restarts from different k-means++ seeds; best objective kept
     int max_points_per_centroid = 256;  ///< training subsample per centroid (then all points assigned)
+    std::string device = "cpu";         ///< "cpu": FAISS; "cuda", "cuda:N": the libtorch twin on that GPU
 };
 
 struct partition {
@@ -110,7 +114,17 @@ struct partition {
 
 /// Spherical k-means with FAISS (IndexFlatIP, normalised centroids), k-means++ seeding,
 /// `nredo` restarts; deterministic for a given seed and thread count. x: n * d unit vectors.
+/// With p.device other than "cpu" it runs spherical_kmeans_torch there (through the tensor plugin).
 partition spherical_kmeans(const float* x, size_t n, int d, int k, const kmeans_params& p, uint64_t seed);
+
+/// The same k-means in libtorch on p.device ("cpu", "cuda", "cuda:N"), step for step: the same
+/// training sample and k-means++ seeds (the same generator draws), then faiss::Clustering's Lloyd
+/// rounds (assign by inner product, means, empty clusters split off a large one as faiss does,
+/// renormalise), restarts, and the final assignment of all n points, all on the device. Inputs are
+/// copied to the device once; the host reads one scalar per seed and the cluster sizes once per
+/// round (splitting needs them). Objectives match FAISS up to float summation order. Defined in the
+/// tensor half (clustering/kmeans-torch.cpp): callable from the plugin and the tests, not from slmctl.
+partition spherical_kmeans_torch(const float* x, size_t n, int d, int k, const kmeans_params& p, uint64_t seed);
 
 /// Nearest centroid by inner product for each of n vectors (FAISS flat IP index).
 void nearest_centroid(const float* centroids, int k, int d, const float* x, size_t n, int* labels,
@@ -136,6 +150,7 @@ struct cluster_params {
     std::string workload;          ///< only calls of this workload_id (empty: all)
     bool by_workload = true;       ///< never merge calls of different workloads (agent nodes)
     uint64_t seed = 1234;          ///< k-means seeding, samples, PCA sample
+    std::string device = "cpu";    ///< where the torch embedders and k-means run (--device; not stored in params)
     int auto_sample = 20000;       ///< --k auto: calls the silhouette is computed on
     double silhouette_tolerance = 0.01;  ///< --k auto: fewest clusters within this of the best silhouette
     int min_cluster_size = 0;      ///< smaller clusters are dissolved (0: max(5, 0.2% of the calls))

@@ -13,7 +13,8 @@ namespace {
 /// all-MiniLM-L6-v2 (model/bert.h): pretrained, so its saved state is only where the weights are.
 class minilm_embedder final : public embedder {
 public:
-    explicit minilm_embedder(std::string dir) : dir_(std::move(dir)), m_(model::sentence_embedder::load(dir_)) {}
+    minilm_embedder(std::string dir, const std::string& device)
+        : dir_(std::move(dir)), m_(model::sentence_embedder::load(dir_, params(device))) {}
     std::string name() const override { return "minilm"; }
     int dim() const override { return m_.dim(); }
     void embed(const std::vector<std::string_view>& docs, float* out) const override {
@@ -29,6 +30,11 @@ public:
     }
 
 private:
+    static model::sentence_embedder_params params(const std::string& device) {
+        model::sentence_embedder_params p;
+        p.device = device;
+        return p;
+    }
     std::string dir_;
     model::sentence_embedder m_;
 };
@@ -37,14 +43,16 @@ private:
 class decoder_embedder final : public embedder {
     // fp32, not auto: with bf16 hidden states SmolLM2's mean-pooled vectors of the 368 real pairs
     // all fall within bf16's resolution of one another and k-means finds 1 cluster (15 in fp32)
-    static model::load_options options() {
+    static model::load_options options(const std::string& device) {
         model::load_options o;
         o.dtype = "fp32";
+        o.device = device;
         return o;
     }
 
 public:
-    explicit decoder_embedder(std::string path) : path_(std::move(path)), m_(model::load_model(path_, options())) {}
+    decoder_embedder(std::string path, const std::string& device)
+        : path_(std::move(path)), m_(model::load_model(path_, options(device))) {}
     std::string name() const override { return "model:" + path_; }
     int dim() const override { return static_cast<int>(m_->info().dim); }
     void embed(const std::vector<std::string_view>& docs, float* out) const override {
@@ -74,16 +82,18 @@ private:
 
 }  // namespace slm::clustering
 
-/// kind "minilm" (arg: model dir, empty = the default) or "model" (arg: checkpoint path) -> *out.
-extern "C" void slm_plugin_make_embedder(const char* kind, const char* arg,
+/// kind "minilm" (arg: model dir, empty = the default) or "model" (arg: checkpoint path), its
+/// weights on `device` -> *out.
+extern "C" void slm_plugin_make_embedder(const char* kind, const char* arg, const char* device,
                                          std::unique_ptr<slm::clustering::embedder>* out) {
     using namespace slm::clustering;
     slm::model::set_torch_threads(slm::num_threads());
-    std::string k = kind, a = arg;
+    std::string k = kind, a = arg, dev = device;
+    slm::model::check_device(dev);  // before any file is read: the clear error comes first
     if (k == "minilm")
-        *out = std::make_unique<minilm_embedder>(a.empty() ? slm::model::default_minilm_dir() : a);
+        *out = std::make_unique<minilm_embedder>(a.empty() ? slm::model::default_minilm_dir() : a, dev);
     else if (k == "model")
-        *out = std::make_unique<decoder_embedder>(a);
+        *out = std::make_unique<decoder_embedder>(a, dev);
     else
         throw slm::internal_error(fmt::format("slm_plugin_make_embedder: unknown kind '{}'", k));
 }

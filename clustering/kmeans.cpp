@@ -11,6 +11,7 @@
 #include "clustering/clustering.h"
 #include "clustering/sampling.h"
 #include "common/common.h"
+#include "common/tensor-plugin.h"
 
 namespace slm::clustering {
 
@@ -73,6 +74,12 @@ void nearest_centroid(const float* centroids, int k, int d, const float* x, size
 }
 
 partition spherical_kmeans(const float* x, size_t n, int d, int k, const kmeans_params& p, uint64_t seed) {
+    if (p.device != "cpu") {  // the libtorch twin (kmeans-torch.cpp) in the tensor half
+        partition out;
+        tensor_plugin::fn<void(const float*, size_t, int, int, const kmeans_params*, uint64_t, partition*)>(
+            "slm_plugin_spherical_kmeans")(x, n, d, k, &p, seed, &out);
+        return out;
+    }
     if (n == 0) throw user_error("k-means on an empty set of vectors");
     if (k < 1) throw user_error(fmt::format("k-means needs k >= 1, got {}", k));
     for (size_t i = 0; i < n * d; ++i)

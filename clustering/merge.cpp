@@ -139,7 +139,10 @@ partition cluster_vectors(const float* x, size_t n, int d, const std::vector<int
     //    groups in parallel, each single-threaded (deterministic: each has its own seed)
     const size_t known = n - members[n_groups].size();
     std::vector<partition> trained(n_groups);
-#pragma omp parallel for schedule(dynamic, 1) if (n_groups > 1)
+    kmeans_params kp = p.kmeans;
+    kp.device = p.device;
+    const bool on_cpu = kp.device == "cpu";  // a GPU takes the groups one after another
+#pragma omp parallel for schedule(dynamic, 1) if (n_groups > 1 && on_cpu)
     for (int g = 0; g < n_groups; ++g) {
         const auto& mem = members[g];
         if (mem.empty()) continue;
@@ -154,8 +157,8 @@ partition cluster_vectors(const float* x, size_t n, int d, const std::vector<int
         for (size_t i = 0; i < pick.size(); ++i)
             std::copy(x + mem[pick[i]] * d, x + (mem[pick[i]] + 1) * d, xs.begin() + i * d);
         std::optional<detail::single_thread_scope> one;
-        if (n_groups > 1) one.emplace();
-        trained[g] = spherical_kmeans(xs.data(), pick.size(), d, c_g, p.kmeans, p.seed + g);
+        if (n_groups > 1 && on_cpu) one.emplace();
+        trained[g] = spherical_kmeans(xs.data(), pick.size(), d, c_g, kp, p.seed + g);
     }
     std::vector<float> cen;
     std::vector<int> cell_group;

@@ -12,6 +12,7 @@
 #include "clustering/clustering.h"
 #include "clustering/sampling.h"
 #include "common/common.h"
+#include "common/tensor-plugin.h"
 #include "common/timing.h"
 #include "store/stages.h"
 
@@ -133,9 +134,10 @@ run_result run(store::db& d, const cluster_params& p_in) {
     const auto t_start = clock_type::now();
     nlohmann::json timings = nlohmann::json::object();
 
-    // an embedder named on the command line is checked before any work
+    // the device and an embedder named on the command line are checked before any work
+    if (p.device != "cpu") tensor_plugin::fn<void(const char*)>("slm_plugin_check_device")(p.device.c_str());
     std::unique_ptr<embedder> emb;
-    if (p.embedder != "tfidf") emb = make_pretrained_embedder(p.embedder);
+    if (p.embedder != "tfidf") emb = make_pretrained_embedder(p.embedder, p.device);
 
     auto t = clock_type::now();
     corpus c = load_corpus(d, p);
@@ -154,6 +156,7 @@ run_result run(store::db& d, const cluster_params& p_in) {
     // SIGINT/SIGTERM mark the run 'interrupted' and exit 130/143 (k-means cannot stop midway)
     store::run_scope scope(d, "cluster", params.dump(), store::on_signal::exit);
     const int64_t run_id = scope.id();
+    scope.set_device(nlohmann::json({{"device", p.device}, {"kmeans", p.device == "cpu" ? "faiss" : "libtorch"}}).dump());
     progress stages("cluster", 4, "stages");  // embed, cluster, describe, store
     return scope.guard([&]() -> run_result {
         // 1. embed

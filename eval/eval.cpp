@@ -358,7 +358,7 @@ eval_report run_eval(store::db& d, const eval_options& o) {
                 throw user_error(fmt::format("clustering run {} stored no embedder: the icl variant picks its "
                                              "examples with it", rep.cluster_run),
                                  "re-run slmctl cluster, or leave icl out (--variants base,customized)");
-            emb = clustering::load_embedder(cm->embedder, cm->blob);
+            emb = clustering::load_embedder(cm->embedder, cm->blob, o.device);
         }
 
         std::vector<store::eval_result_row> rows;

@@ -393,12 +393,15 @@ train_result train_lora(model::llama_model& m, const std::vector<example>& train
         }
         const auto ts = std::chrono::steady_clock::now();
         opt.zero_grad();
-        double step_loss = 0;
+        // the step's loss stays on the device until the gradient norm is read: one host wait per
+        // step (the NaN guard needs both), not one per micro-batch
+        torch::Tensor loss_acc;  // () float64, summed in micro-batch order
         for (auto& b : micro) {
             if (b.targets.numel() == 0) continue;
             auto l = loss_sum(m, b, o.ce_chunk) / double(n_loss);
             l.backward();
-            step_loss += l.item<double>();
+            auto ld = l.detach().to(torch::kFloat64);
+            loss_acc = loss_acc.defined() ? loss_acc + ld : ld;
             r.tokens += b.real;
             r.pad_tokens += b.pad;
             r.loss_tokens += b.targets.numel();
@@ -409,6 +412,7 @@ train_result train_lora(model::llama_model& m, const std::vector<example>& train
         else
             for (const auto& p : params)
                 if (p.grad().defined()) gnorm += p.grad().pow(2).sum().item<double>();
+        const double step_loss = loss_acc.defined() ? loss_acc.item<double>() : 0.0;
         if (!std::isfinite(step_loss) || !std::isfinite(gnorm))
             throw user_error(fmt::format("training diverged at step {}: {} is {} (last good checkpoint: {})", step,
                                          std::isfinite(step_loss) ? "the gradient norm" : "the loss",

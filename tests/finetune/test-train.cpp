@@ -265,3 +265,39 @@ TEST_CASE("early stopping, time budget, divergence and bad options") {
         CHECK_THROWS_AS(finetune::train_lora(lm->decoder(), no_response, val, base_options()), user_error);
     }
 }
+
+TEST_CASE("CUDA: train_lora on the GPU follows the CPU's loss curve (fp32; bf16 base + fp32 LoRA)") {
+    if (model::runtime().cuda_devices == 0) {
+        MESSAGE("no CUDA device visible: skipped (scripts/gpu-check.sh runs it on a GPU)");
+        return;
+    }
+    auto load_on = [](const std::string& device, const std::string& dtype) {
+        model::load_options o;
+        o.dtype = dtype;
+        o.device = device;
+        o.tokenizer = false;
+        o.int4_decode = "off";
+        return model::load_model(test::source_dir("tests/data/ref/tiny-llama"), o);
+    };
+    auto train = task(64, 1), val = task(16, 2);
+    auto o = base_options();
+    o.lora.dropout = 0;  // the masks come from each device's own generator
+    auto cpu = load_on("cpu", "fp32");
+    auto rc = finetune::train_lora(cpu->decoder(), train, val, o);
+    auto g32 = load_on("cuda", "fp32");
+    auto rg = finetune::train_lora(g32->decoder(), train, val, o);
+    auto g16 = load_on("cuda", "bf16");
+    auto rb = finetune::train_lora(g16->decoder(), train, val, o);
+    CHECK((g16->decoder().layers[0].projection(model::proj::q).lora_a.scalar_type() == torch::kFloat32));
+    REQUIRE(rg.curve.size() == rc.curve.size());
+    REQUIRE(rb.curve.size() == rc.curve.size());
+    for (size_t s = 1; s < rc.curve.size(); ++s) {
+        INFO("step " << s << ": cpu " << rc.curve[s].train_loss << " cuda fp32 " << rg.curve[s].train_loss
+                     << " cuda bf16 " << rb.curve[s].train_loss);
+        CHECK(rg.curve[s].train_loss == doctest::Approx(rc.curve[s].train_loss).epsilon(1e-3));
+        CHECK(rb.curve[s].train_loss == doctest::Approx(rc.curve[s].train_loss).epsilon(0.05));
+    }
+    REQUIRE(rg.val_best);
+    CHECK(*rg.val_best == doctest::Approx(*rc.val_best).epsilon(1e-3));
+    CHECK(*rb.val_best < *rb.val_first);
+}
