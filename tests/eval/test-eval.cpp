@@ -492,7 +492,6 @@ TEST_CASE("slmctl eval end to end: schema validity of JSON answers and an LLM ju
     }
     CHECK(json_calls >= 3);
     CHECK(prose_calls >= 3);
-    CHECK(asked.load() == 1 + prose_calls);  // the check, then one judgement per prose answer
     CHECK(judge.requests().at(1).find("\"model\":\"smol\"") != std::string::npos);
     {
         auto d = store::db::open(db);
@@ -513,6 +512,7 @@ TEST_CASE("slmctl eval end to end: schema validity of JSON answers and an LLM ju
         }
         CHECK(judged == prose_calls);
         CHECK(schema_rows == json_calls);
+        CHECK(asked.load() == 1 + judged);  // the check, then one judgement per prose answer
     }
     // the stored run renders the same sections
     auto md = test::run_slmctl(fmt::format("eval --db '{}' --report --md '{}'", db, t / "r.md"));
