@@ -103,8 +103,8 @@ void set_eval_command(CLI::App& sub) {
     sub.add_option("--batch-size", r.batch_size, "Prompts per generation batch")->capture_default_str();
     sub.add_option("--split-seed", o.split_seed, "Seed of the train/val/test split")->capture_default_str();
     sub.add_option("--threshold", a.thresholds,
-                   "Verdict threshold on the lower 95% bound: KIND=X for tool_call, json, code, prose, empty; "
-                   "min_calls=N (repeatable)");
+                   "Verdict threshold on the lower 95% bound: KIND=X for tool_call, json, code, prose, empty, "
+                   "judge (prose under --judge); min_calls=N (repeatable)");
     sub.add_option("--prices", o.prices_path, "Price table JSON overlaid on the built-in one (eval/prices.json format)");
     sub.add_option("--llm-model", o.llm_model, "Price the LLM side as this model (default: each call's logged model)");
     sub.add_option("--md", a.md, "Also write the report as Markdown (for a pull-request comment)");
@@ -118,6 +118,13 @@ void set_eval_command(CLI::App& sub) {
     sub.add_option("--dump-prompts", r.dump_prompts,
                    "Append each generation batch (prompt ids, token limit) as JSON lines (bench/eval)");
     sub.add_option("--dtype", o.dtype, "Base weights: auto, fp32, bf16")->capture_default_str();
+    sub.add_option("--judge", o.judge.url,
+                   "LLM judge for prose answers: an OpenAI-compatible chat-completions server over http:// "
+                   "(http://HOST:PORT, .../v1 or .../v1/chat/completions; off by default)");
+    sub.add_option("--judge-model", o.judge.model, "The judge request's model name")->capture_default_str();
+    sub.add_option("--judge-key", o.judge.key_env,
+                   "Name of an environment variable holding the judge's bearer key (none sent by default)");
+    sub.add_option("--judge-timeout", o.judge.timeout_s, "Seconds per judgement")->capture_default_str();
     sub.callback(eval_main);
 }
 

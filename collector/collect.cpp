@@ -238,6 +238,7 @@ public:
         r.model = c.model;
         r.messages = c.messages;
         r.tools = c.tools;
+        r.response_format = c.response_format;
         if (c.has_response_text) r.response_text = c.response_text;
         r.response_tool_calls = c.response_tool_calls;
         r.finish_reason = c.finish_reason;

@@ -141,6 +141,9 @@ struct call_record {
     std::string workload_id, client_id, timestamp, model;  ///< "" when absent
     std::string messages;
     std::string tools;              ///< "" when no tools were offered
+    /// The request's response_format object (keys sorted, strings scrubbed), "" when absent, null or
+    /// {"type":"text"}. Not part of the content id (ids stay those of earlier versions).
+    std::string response_format;
     std::string response_text;
     bool has_response_text = false;
     std::string response_tool_calls;  ///< "" when none

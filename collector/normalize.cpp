@@ -891,7 +891,7 @@ struct normalizer::impl {
         else if (latn && latn->k != kind::null_value)
             add_flag(c.flag_list, "latency_not_number");
 
-        // messages, tools, response: scrubbed in this order
+        // messages, tools, response, response_format: scrubbed in this order
         c.messages.clear();
         c.messages.push_back('[');
         size_t idx = 0;
@@ -915,6 +915,12 @@ struct normalizer::impl {
             if (!c.has_response_text) add_flag(c.flag_list, "empty_response");
         } else {
             take_response_message(d, *resp_msg, c);
+        }
+        // the request's response_format, after the response so that the response's placeholders
+        // number as they did before it was kept; absent, null or {"type":"text"} store nothing
+        if (const node* rf = d.get(*req, "response_format"); rf && rf->k == kind::object) {
+            const node* t = d.get(*rf, "type");
+            if (!(t && t->k == kind::string && json::str_eq(*t, "text"))) passthrough(d, *rf, c.response_format);
         }
         if (finish && finish->k == kind::string && finish->n > 0) c.finish_reason = json::str(*finish, s_dec);
         if (c.finish_reason == "length" || c.finish_reason == "max_tokens") add_flag(c.flag_list, "truncated");

@@ -16,6 +16,7 @@
 
 #include "clustering/clustering.h"
 #include "common/common.h"
+#include "common/text.h"
 #include "common/timing.h"
 #include "eval/eval.h"
 #include "finetune/finetune.h"
@@ -57,11 +58,11 @@ uint64_t mix(uint64_t x) {
 const std::vector<std::string> k_variants = {"base", "icl", "customized"};
 
 variant_summary summarize(const std::string& variant, response_kind kind, const std::vector<replay_result>& rs,
-                          const verdict_params& vp, double wall_s) {
+                          const verdict_params& vp, double wall_s, bool judging) {
     variant_summary v;
     v.variant = variant;
-    std::vector<double> chrf_v, rouge_v;
-    int64_t names = 0, json_ok = 0;
+    std::vector<double> chrf_v, rouge_v, judge_v;
+    int64_t names = 0, json_ok = 0, schema_ok = 0, json_calls = 0;
     double lat = 0, tps = 0;
     for (const auto& r : rs) {
         if (r.skipped) {
@@ -77,9 +78,17 @@ variant_summary summarize(const std::string& variant, response_kind kind, const 
         if (d.contains("name_ok") && d["name_ok"].get<bool>()) ++names;
         if (d.contains("failure") && d["failure"] != "none") ++v.failures[d["failure"].get<std::string>()];
         if (d.contains("json_ok") && d["json_ok"].get<bool>()) ++json_ok;
+        if (r.s.kind == response_kind::json) ++json_calls;
+        if (d.value("schema_checked", false)) {
+            ++v.schema_checked;
+            if (d.value("schema_ok", false)) ++schema_ok;
+        }
         if (d.contains("chrf")) chrf_v.push_back(d["chrf"].get<double>());
         if (d.contains("rouge_l")) rouge_v.push_back(d["rouge_l"].get<double>());
+        if (r.judge_score) judge_v.push_back(*r.judge_score);
+        else if (d.contains("judge")) ++v.judge_failed;
     }
+    v.judged = static_cast<int64_t>(judge_v.size());
     {
         std::map<response_kind, std::vector<double>> per;
         for (const auto& r : rs)
@@ -93,7 +102,14 @@ variant_summary summarize(const std::string& variant, response_kind kind, const 
             } else {
                 iv = bootstrap_mean(xs, 1000, 3);
             }
-            nlohmann::ordered_json kj = {{"n", xs.size()}, {"metric", main_metric(k)}, {"value", iv.value}, {"lo", iv.lo},
+            std::string metric = main_metric(k);
+            if (k == response_kind::json) {
+                int64_t with_schema = 0;
+                for (const auto& r : rs)
+                    if (!r.skipped && r.s.kind == k && r.s.details.value("schema_checked", false)) ++with_schema;
+                metric = json_metric(with_schema, static_cast<int64_t>(xs.size()));
+            }
+            nlohmann::ordered_json kj = {{"n", xs.size()}, {"metric", metric}, {"value", iv.value}, {"lo", iv.lo},
                                          {"hi", iv.hi}};
             if (k == response_kind::tool_call) {
                 int64_t names = 0;
@@ -105,7 +121,7 @@ variant_summary summarize(const std::string& variant, response_kind kind, const 
         }
     }
     v.main.kind = kind;
-    v.main.metric = main_metric(kind);
+    v.main.metric = kind == response_kind::json ? json_metric(v.schema_checked, json_calls) : main_metric(kind);
     v.main.n = v.n;
     if (v.n > 0) {
         if (binary_metric(kind)) {
@@ -117,8 +133,18 @@ variant_summary summarize(const std::string& variant, response_kind kind, const 
         }
         if (kind == response_kind::tool_call) v.name_accuracy = wilson(names, v.n);
         if (kind == response_kind::json) v.json_valid = wilson(json_ok, v.n);
+        if (v.schema_checked > 0) v.schema_valid = wilson(schema_ok, v.schema_checked);
         if (!chrf_v.empty()) v.chrf = bootstrap_mean(chrf_v, 1000, 1);
         if (!rouge_v.empty()) v.rouge_l = bootstrap_mean(rouge_v, 1000, 2);
+        if (!judge_v.empty()) v.judge = bootstrap_mean(judge_v, 1000, 4);
+        // a prose cluster under --judge rests on the judge's scores (of the calls it scored)
+        if (judging && kind == response_kind::prose && !judge_v.empty()) {
+            v.main.metric = "judge score";
+            v.main.judged = true;
+            v.main.iv = *v.judge;
+            v.main.n = v.judged;
+            v.scores = judge_v;
+        }
         v.ms_per_call = lat / v.n;
         v.tokens_per_s = tps / v.n;
         v.calls_per_s = wall_s > 0 ? v.n / wall_s : 0;
@@ -129,6 +155,48 @@ variant_summary summarize(const std::string& variant, response_kind kind, const 
         v.v.reason = rs.empty() ? "no test calls" : fmt::format("all {} test calls skipped", rs.size());
     }
     return v;
+}
+
+// --judge: the judge grades each prose answer of a variant against the logged one; the score (or
+// why there is none, with the reply) goes into the answer's details.
+void judge_answers(const judge_client& judge, const std::vector<replay_item>& items, std::vector<replay_result>& rs,
+                   const std::string& label) {
+    int64_t todo = 0;
+    for (const auto& r : rs) todo += !r.skipped && r.s.kind == response_kind::prose;
+    if (todo == 0) return;
+    progress bar(label, static_cast<uint64_t>(todo), "answers");
+    int64_t done = 0, failed = 0, unanswered_in_a_row = 0;
+    std::string first_error;
+    for (size_t i = 0; i < rs.size(); ++i) {
+        auto& r = rs[i];
+        if (r.skipped || r.s.kind != response_kind::prose) continue;
+        if (store::stop_requested()) break;
+        if (unanswered_in_a_row >= 3) {  // the server went away: do not wait out a timeout per answer
+            ++failed;
+            r.s.details["judge"] = {{"error", "not asked: the judge did not answer 3 times in a row"}};
+            continue;
+        }
+        const auto& c = *items[i].call;
+        const auto j = judge.judge(request_text(c.task_text), c.response_text.value_or(""), r.output);
+        unanswered_in_a_row = j.answered ? 0 : unanswered_in_a_row + 1;
+        nlohmann::ordered_json jd;
+        if (j.score) {
+            jd["score"] = j.score->normalized;
+            jd["raw"] = j.score->raw;
+            jd["scale"] = j.score->scale;
+            r.judge_score = j.score->normalized;
+        } else {
+            ++failed;
+            jd["error"] = j.error;
+            if (first_error.empty()) first_error = j.error;
+        }
+        if (j.answered) jd["reply"] = std::string(utf8_cut(j.reply, 600));
+        jd["seconds"] = j.seconds;
+        r.s.details["judge"] = jd;
+        bar.set(static_cast<uint64_t>(++done));
+    }
+    bar.finish();
+    if (failed > 0) log_warn("{}: {} of {} answers got no score (first: {})", trim_space(label), failed, done, first_error);
 }
 
 // Prices: the logged model's list price when the table knows it (or --llm-model's).
@@ -165,7 +233,9 @@ nlohmann::json eval_options::to_json() const {
               {"code", replay.verdicts.code},
               {"prose", replay.verdicts.prose},
               {"empty", replay.verdicts.empty},
+              {"judge", replay.verdicts.judge},
               {"min_calls", replay.verdicts.min_calls}}},
+            {"judge", judge.url.empty() ? nlohmann::json() : judge.to_json()},
             {"prices", prices_path},
             {"llm_model", llm_model},
             {"device", device},
@@ -185,8 +255,18 @@ nlohmann::ordered_json variant_summary::to_json() const {
                                 {"reason", v.reason}};
     if (name_accuracy) j["name_accuracy"] = iv_json(*name_accuracy);
     if (json_valid) j["json_valid"] = iv_json(*json_valid);
+    if (schema_valid) {
+        j["schema_valid"] = iv_json(*schema_valid);
+        j["schema_valid"]["n"] = schema_checked;
+    }
     if (chrf) j["chrf"] = iv_json(*chrf);
     if (rouge_l) j["rouge_l"] = iv_json(*rouge_l);
+    if (judge) {
+        j["judge"] = iv_json(*judge);
+        j["judge"]["n"] = judged;
+    }
+    if (judged || judge_failed) j["judge_failed"] = judge_failed;
+    if (main.judged) j["judged"] = true;
     if (!failures.empty()) j["failures"] = failures;
     if (by_kind.size() > 1) j["by_kind"] = by_kind;
     j["ms_per_call"] = ms_per_call;
@@ -323,6 +403,13 @@ eval_report run_eval(store::db& d, const eval_options& o) {
         if (bases.size() > 1)
             log_warn("the adapters were trained on {} different base models; evaluating on {} (--base picks one)",
                      bases.size(), rep.base);
+    }
+
+    // the judge answers before any model loads: a wrong URL is an error now, not after the replays
+    std::optional<judge_client> judge;
+    if (!o.judge.url.empty()) {
+        judge.emplace(o.judge);
+        judge->check();
     }
 
     auto params = o.to_json();
@@ -510,7 +597,8 @@ eval_report run_eval(store::db& d, const eval_options& o) {
                     bar.finish();
                     const double wall = seconds_since(tv);
                     if (variant == "customized") model::remove_lora(lm->decoder());
-                    auto vs = summarize(variant, ce.kind, rs, o.replay.verdicts, wall);
+                    if (judge) judge_answers(*judge, items, rs, fmt::format("  {} {} judge", cl.idx, variant));
+                    auto vs = summarize(variant, ce.kind, rs, o.replay.verdicts, wall, judge.has_value());
                     if (adapter_id) vs.adapter_id = *adapter_id;
                     vs.adapter_path = adapter_path;
                     log_info("  {:<10} {} {:.3f} [{:.3f}, {:.3f}] over {} calls ({} skipped), {:.0f} ms/call", variant,
@@ -537,6 +625,7 @@ eval_report run_eval(store::db& d, const eval_options& o) {
                             det["latency_ms"] = r.latency_ms;
                             det["tokens_per_s"] = r.tokens_per_s;
                         }
+                        row.judge_score = r.judge_score;
                         row.output = r.output;
                         row.details = det.dump();
                         rows.push_back(std::move(row));
@@ -560,8 +649,9 @@ eval_report run_eval(store::db& d, const eval_options& o) {
             const variant_summary* cv = nullptr;
             for (const auto& v : ce.variants)
                 if (v.variant == ce.chosen) cv = &v;
-            const double thr = o.replay.verdicts.threshold(ce.kind);
-            const auto rule = make_verdict_rule(thr, binary_metric(ce.kind), o.replay.verdicts.min_calls);
+            const bool judged = cv && cv->main.judged;
+            const double thr = o.replay.verdicts.threshold(ce.kind, judged);
+            const auto rule = make_verdict_rule(thr, !judged && binary_metric(ce.kind), o.replay.verdicts.min_calls);
             for (const auto& [agent, n] : ce.volume_by_agent) {
                 agents[agent].outcomes.push_back({static_cast<double>(n), cv ? cv->scores : std::vector<double>{}});
                 agents[agent].rules.push_back(rule);

@@ -35,16 +35,21 @@ struct call_score {
     int64_t call_id = 0;
     response_kind kind = response_kind::prose;  ///< of the logged answer
     double score = 0;      ///< the kind's main metric in 0..1: tool calls name+args (0/1), JSON
-                           ///< validity (0/1), code/prose chrF, empty exact match (0/1)
+                           ///< schema validity when the request had a response_format schema, else
+                           ///< JSON validity (0/1), code/prose chrF, empty exact match (0/1)
     bool passed = false;   ///< binary metrics: score == 1; chrF: score >= the kind's threshold
     bool parsed = true;    ///< the response codec read the answer without error
     /// Everything measured: name_ok, args_ok, failure, detail, n_calls, json_ok, schema_checked,
-    /// exact, rouge_l, chrf, parse_error.
+    /// schema_ok, reference_schema_ok, exact, rouge_l, chrf, parse_error.
     nlohmann::ordered_json details;
 };
 
 /// The name of the main metric of `kind`: "name+args accuracy", "JSON validity", "chrF", "exact match".
 const char* main_metric(response_kind kind);
+/// The main metric's name for JSON answers of which `with_schema` of `calls` had a response_format
+/// schema: "JSON validity" (none), "schema validity" (all), or the mixed form (each call scored by
+/// its schema when it had one, else by JSON validity).
+std::string json_metric(int64_t with_schema, int64_t calls);
 /// True when the main metric of `kind` is a 0/1 rate (Wilson interval), false for a mean (bootstrap).
 bool binary_metric(response_kind kind);
 
@@ -86,6 +91,9 @@ struct replay_result {
     double tokens_per_s = 0;    ///< its batch's decode tokens/s
     bool skipped = false;       ///< not generated: the prompt does not fit or the call cannot be rendered
     std::string skip_reason;
+    /// --judge: the judge's normalised score (prose answers; nullopt when not judged or unscored;
+    /// s.details["judge"] says which, with the reply).
+    std::optional<double> judge_score;
 };
 
 /// Progress while replaying: calls done of total.
@@ -122,6 +130,9 @@ struct eval_options {
     std::string prices_path;               ///< "" = the built-in table
     std::string llm_model;                 ///< price the LLM side as this model ("": each call's logged model)
     std::string device = "cpu", dtype = "auto";
+    /// --judge: an LLM judge scores the prose answers; a prose cluster's main metric is then the
+    /// judge's mean score (bootstrap) against verdict_params::judge. url "" = off.
+    judge_options judge;
     nlohmann::json to_json() const;
 };
 
@@ -133,7 +144,12 @@ struct variant_summary {
     verdict v;
     std::optional<interval> name_accuracy; ///< tool calls only
     std::optional<interval> chrf, rouge_l; ///< every kind with text
+    std::optional<interval> judge;         ///< --judge: mean normalised judge score of the judged calls
+    int64_t judged = 0;                    ///< prose calls the judge scored
+    int64_t judge_failed = 0;              ///< prose calls it was asked about and gave no score for
     std::optional<interval> json_valid;    ///< json only
+    std::optional<interval> schema_valid;  ///< json calls whose request had a response_format schema (Wilson)
+    int64_t schema_checked = 0;            ///< how many calls that is
     std::map<std::string, int64_t> failures;  ///< tool-call failure kinds
     double ms_per_call = 0;                ///< SLM latency a call saw in its batch, measured here
     double calls_per_s = 0;                ///< SLM throughput of the whole replay

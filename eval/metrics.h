@@ -155,6 +155,96 @@ struct judge_score {
 /// or it lies outside 0..scale.
 std::optional<judge_score> parse_judge_score(std::string_view reply, double default_scale = 10);
 
+// ==== HTTP and the LLM judge (eval/http-client.cpp, eval/judge.cpp) =========================
+// `eval --judge URL`: an OpenAI-compatible chat-completions server (a local llama.cpp server,
+// llama-cpp-python's, vLLM, ...) grades prose answers against the logged one. Plain http:// only:
+// there is no TLS in the stack, and an https URL is refused with that said.
+
+/// http://HOST[:PORT][/PATH] (IPv6 as [::1]); user_error naming the URL for https, another scheme,
+/// credentials in the URL, a bad port.
+struct http_url {
+    std::string host;
+    int port = 80;
+    std::string path = "/";  ///< with the query, if any
+};
+http_url parse_http_url(std::string_view url);
+
+struct http_options {
+    double connect_timeout_s = 5;    ///< to open the connection
+    double timeout_s = 60;           ///< the whole exchange, connect included
+    size_t max_body_bytes = 16 << 20;
+};
+
+struct http_response {
+    int status = 0;                              ///< 200, 404, ...
+    std::string reason;                          ///< "OK"
+    std::map<std::string, std::string> headers;  ///< names lowercased (the last of repeated ones)
+    std::string body;                            ///< de-chunked
+    double seconds = 0;                          ///< wall time of the exchange
+};
+
+/// POSTs `body` over HTTP/1.1 (one connection, Connection: close) and reads the answer: a
+/// Content-Length body, a chunked one (extensions and trailers skipped), or one read to the close;
+/// 1xx answers are skipped. Any status is returned (the caller decides); user_error naming the URL
+/// when it cannot resolve or connect, times out, or the peer answers something that is not HTTP
+/// (a bad status line, header, chunk size, or a body cut short).
+http_response http_post(std::string_view url, std::string_view body,
+                        const std::vector<std::pair<std::string, std::string>>& headers = {},
+                        const http_options& o = {});
+
+/// Where and how to ask the judge.
+struct judge_options {
+    /// The server: http://HOST:PORT (POSTs to /v1/chat/completions), .../v1 (adds /chat/completions),
+    /// or the full .../chat/completions path. "" = no judge.
+    std::string url;
+    std::string model = "judge";  ///< the request's "model" (llama.cpp's server answers with its one model)
+    std::string key_env;          ///< environment variable holding a bearer key ("" = none sent)
+    double timeout_s = 120;       ///< per judgement
+    int max_tokens = 48;          ///< the judge's reply length
+    double scale = 10;            ///< the scale the prompt asks for (and parse_judge_score assumes)
+    nlohmann::json to_json() const;  ///< without the key
+};
+
+/// One judgement: the score when the reply had a readable one, else `error` says why.
+struct judgement {
+    std::optional<judge_score> score;
+    bool answered = false;  ///< the server gave a chat completion (scored or not)
+    std::string reply;      ///< the judge's text
+    std::string error;  ///< "" when scored: the HTTP / body problem, or "no score in the reply"
+    double seconds = 0;
+};
+
+/// The chat messages the judge gets for one answer (system: the rubric; user: request, reference
+/// answer, candidate answer), as an OpenAI messages array.
+nlohmann::json judge_messages(std::string_view request, std::string_view reference, std::string_view answer,
+                              double scale = 10);
+
+/// The assistant text of a chat.completions body (choices[0].message.content, or a legacy
+/// choices[0].text); nullopt with `why` set when the body is not JSON or has no such text.
+std::optional<std::string> completion_text(std::string_view body, std::string& why);
+
+/// A judge over one server. Stateless between calls; one connection per judgement.
+class judge_client {
+public:
+    /// user_error for a bad URL or a --judge-key variable that is not set.
+    explicit judge_client(judge_options o);
+    /// The chat-completions URL requests go to.
+    const std::string& endpoint() const { return endpoint_; }
+    const judge_options& options() const { return o_; }
+    /// Grades `answer` against `reference` for `request`. Never throws for the server's failures
+    /// (unreachable, HTTP errors, garbage, no score): they come back in judgement::error.
+    judgement judge(std::string_view request, std::string_view reference, std::string_view answer) const;
+    /// Before a run: one judgement of a trivial case; user_error naming the URL when the server is
+    /// unreachable or does not answer like a chat-completions endpoint (a reply without a score only
+    /// warns: a small judge may need a few tries to follow the format).
+    void check() const;
+
+private:
+    judge_options o_;
+    std::string endpoint_;
+    std::string key_;
+};
+
 // ==== intervals and verdicts (eval/stats.cpp) ==============================================
 
 /// A point estimate with a 95% interval.

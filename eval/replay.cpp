@@ -20,12 +20,18 @@ namespace slm::eval {
 const char* main_metric(response_kind kind) {
     switch (kind) {
         case response_kind::tool_call: return "name+args accuracy";
-        case response_kind::json: return "JSON validity";
+        case response_kind::json: return "JSON validity";  // "schema validity" with schemas: json_metric()
         case response_kind::code:
         case response_kind::prose: return "chrF";
         case response_kind::empty: return "exact match";
     }
     return "?";
+}
+
+std::string json_metric(int64_t with_schema, int64_t calls) {
+    if (with_schema == 0) return "JSON validity";
+    if (with_schema >= calls) return "schema validity";
+    return "schema validity (JSON validity without a schema)";
 }
 
 bool binary_metric(response_kind kind) { return kind != response_kind::code && kind != response_kind::prose; }
@@ -81,11 +87,29 @@ call_score score_answer(const store::call_row& c, const model::response_codec& c
             break;
         }
         case response_kind::json: {
-            auto chk = check_structured(parsed.text, "");
-            s.score = chk.json_ok ? 1 : 0;
-            s.passed = chk.json_ok;
+            // the request's response_format schema, when it had one, decides; else JSON validity
+            structured_check chk;
+            try {
+                chk = check_structured(parsed.text, c.response_format);
+            } catch (const user_error& e) {  // a logged response_format we cannot read: validity only
+                chk = check_structured(parsed.text, "");
+                d["response_format_error"] = e.what();
+            }
+            const bool ok = chk.schema_checked ? chk.schema_ok : chk.json_ok;
+            s.score = ok ? 1 : 0;
+            s.passed = ok;
             d["json_ok"] = chk.json_ok;
             d["schema_checked"] = chk.schema_checked;
+            if (chk.schema_checked) {
+                d["schema_ok"] = chk.schema_ok;
+                // whether the logged LLM answer itself met the schema (a reference that does not is
+                // worth knowing when the SLM "fails" the same way)
+                try {
+                    d["reference_schema_ok"] = check_structured(ref_text, c.response_format).schema_ok;
+                } catch (const user_error&) {
+                }
+            }
+            if (chk.unknown_keywords) d["schema_unknown_keywords"] = chk.unknown_keywords;
             if (!chk.detail.empty()) d["detail"] = chk.detail;
             break;
         }

@@ -33,6 +33,34 @@ std::string cell(const ojson& cluster, const std::string& name) {
     return fmt::format("{:.2f} [{:.2f},{:.2f}]", v->value("value", 0.0), v->value("lo", 0.0), v->value("hi", 0.0));
 }
 
+// A variant's secondary interval `key` (json_valid, schema_valid, judge) as a table cell.
+std::string sub_cell(const ojson& cluster, const std::string& name, const char* key) {
+    const auto* v = variant_of(cluster, name);
+    if (!v || !v->contains(key)) return "-";
+    const auto& x = (*v)[key];
+    return fmt::format("{:.2f} [{:.2f},{:.2f}]", x.value("value", 0.0), x.value("lo", 0.0), x.value("hi", 0.0));
+}
+
+bool any_variant_has(const ojson& cluster, const char* key) {
+    if (!cluster.contains("variants")) return false;
+    for (const auto& v : cluster["variants"])
+        if (v.contains(key)) return true;
+    return false;
+}
+
+// How many calls the variants' `key` interval rests on (the largest over variants).
+int64_t sub_n(const ojson& cluster, const char* key) {
+    int64_t n = 0;
+    if (cluster.contains("variants"))
+        for (const auto& v : cluster["variants"])
+            if (v.contains(key)) n = std::max<int64_t>(n, v[key].value("n", v.value("n", int64_t{0})));
+    return n;
+}
+
+// Structured-output and judge lines under a cluster: {key, label}.
+const std::pair<const char*, const char*> k_sub_metrics[] = {
+    {"json_valid", "JSON validity"}, {"schema_valid", "schema validity"}, {"judge", "judge score"}};
+
 std::string html_escape(std::string_view s) {
     std::string o;
     for (char c : s) switch (c) {
@@ -85,9 +113,16 @@ std::string render_table(const ojson& r) {
             out += fmt::format("{:>4}  {:<28} {:>6} {:>5}  {:<9} {:<19} {:<19} {:<19} {}\n", "", "  of which " + k, "",
                                kn[k].first, k, get("base"), get("icl"), get("customized"), kn[k].second);
         }
+        // JSON validity, schema validity (calls whose request had a schema), the judge's score
+        for (const auto& [key, label] : k_sub_metrics)
+            if (any_variant_has(c, key))
+                out += fmt::format("{:>4}  {:<28} {:>6} {:>5}  {:<9} {:<19} {:<19} {:<19}\n", "", std::string("  ") + label,
+                                   "", sub_n(c, key), "", sub_cell(c, "base", key), sub_cell(c, "icl", key),
+                                   sub_cell(c, "customized", key));
     }
-    out += "\nmain metric per kind: tool_call name+args accuracy, json JSON validity, code/prose chrF, empty exact "
-           "match; [95% interval]\n\n";
+    out += "\nmain metric per kind: tool_call name+args accuracy, json schema validity where the requests had a "
+           "response_format schema (else JSON validity), code/prose chrF (the judge's score with --judge), empty "
+           "exact match; [95% interval]\n\n";
     out += fmt::format("{:<16} {:>7} {:>12}  {:<24} {:>12} {:>12}\n", "agent", "calls", "replaceable", "share [95%]",
                        "LLM $", "saving $");
     for (const auto& s : r["shares"]) {
@@ -126,6 +161,16 @@ std::string render_markdown(const ojson& r) {
                            c.value("replaceable", false) ? "**replaceable** (" + c.value("chosen", "") + ")"
                                                          : html_escape(c.value("reason", "")));
     }
+    // structured output and judge scores, for the clusters that have them
+    std::string extra;
+    for (const auto& c : r["clusters"])
+        for (const auto& [key, label] : k_sub_metrics)
+            if (any_variant_has(c, key))
+                extra += fmt::format("| {} {} | {} | {} | {} | {} | {} |\n", c.value("idx", 0),
+                                     html_escape(shorten(c.value("label", ""), 40)), label, sub_n(c, key),
+                                     sub_cell(c, "base", key), sub_cell(c, "icl", key), sub_cell(c, "customized", key));
+    if (!extra.empty())
+        out += "\n| cluster | metric | calls | base | icl | customized |\n|---|---|---:|---|---|---|\n" + extra;
     return out;
 }
 
@@ -230,6 +275,34 @@ std::string render_html(const ojson& r) {
                          ok ? "ok" : "no", html_escape(ok ? "replaceable: " + c.value("reason", "") : c.value("reason", "")));
     }
     h += "</table>\n";
+
+    // structured output (JSON validity, schema validity) and judge scores
+    {
+        std::string rows;
+        for (const auto& c : clusters)
+            for (const auto& [key, label] : k_sub_metrics) {
+                if (!any_variant_has(c, key)) continue;
+                rows += fmt::format("<tr><td class=n>{}</td><td>{}</td><td>{}</td><td class=n>{}</td>", c.value("idx", 0),
+                                    html_escape(shorten(c.value("label", ""), 40)), label, sub_n(c, key));
+                for (const char* vn : k_names) {
+                    const auto* v = variant_of(c, vn);
+                    if (!v || !v->contains(key)) {
+                        rows += "<td>-</td>";
+                        continue;
+                    }
+                    rows += fmt::format("<td class=\"sub\" data-cluster=\"{}\" data-metric=\"{}\" data-variant=\"{}\" "
+                                        "data-value=\"{:.4f}\">{}</td>",
+                                        c.value("idx", 0), key, vn, (*v)[key].value("value", 0.0), sub_cell(c, vn, key));
+                }
+                rows += "</tr>\n";
+            }
+        if (!rows.empty())
+            h += "<h2>Structured output and judge scores</h2>\n<p>Schema validity counts only the calls whose "
+                 "request carried a response_format JSON schema; the judge scores prose answers (0..1).</p>\n"
+                 "<table><tr><th>id</th><th>cluster</th><th>metric</th><th>calls</th><th>base</th><th>icl</th>"
+                 "<th>customized</th></tr>\n" +
+                 rows + "</table>\n";
+    }
 
     // loss curves of the evaluated adapters
     bool any_curve = false;

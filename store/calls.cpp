@@ -13,8 +13,8 @@ call_writer::call_writer(db& d, int64_t run_id)
       call_(d.prepare(
           "INSERT OR IGNORE INTO calls (content_id, response_id, run_id, source_file, source_line, format, "
           "workload_id, client_id, timestamp, model, messages, tools, response_text, response_tool_calls, "
-          "finish_reason, latency_ms, prompt_tokens, completion_tokens, task_text, scrubbed, flags) "
-          "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)")),
+          "finish_reason, latency_ms, prompt_tokens, completion_tokens, task_text, scrubbed, flags, response_format) "
+          "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)")),
       quar_(d.prepare("INSERT OR IGNORE INTO quarantine (run_id, source_file, source_line, raw_hash, reason, "
                       "detail, raw) VALUES (?,?,?,?,?,?,?)")) {}
 
@@ -43,7 +43,8 @@ bool call_writer::insert(const call_insert& c) {
         .bind(18, c.completion_tokens)
         .bind_static(19, c.task_text)
         .bind_static(20, c.scrubbed)
-        .bind_static(21, c.flags);
+        .bind_static(21, c.flags)
+        .bind_static(22, c.response_format, null_if_empty);
     call_.run();
     return db_.changes() == 1;
 }
@@ -111,7 +112,7 @@ constexpr const char* call_columns =
     "c.id, c.content_id, COALESCE(c.response_id, ''), COALESCE(c.workload_id, ''), COALESCE(c.client_id, ''), "
     "COALESCE(c.timestamp, ''), COALESCE(c.model, ''), c.messages, COALESCE(c.tools, ''), c.response_text, "
     "COALESCE(c.response_tool_calls, ''), COALESCE(c.finish_reason, ''), c.prompt_tokens, c.completion_tokens, "
-    "c.task_text, c.latency_ms";
+    "c.task_text, c.latency_ms, COALESCE(c.response_format, '')";
 
 call_row read_call(const stmt& s) {
     call_row r;
@@ -131,6 +132,7 @@ call_row read_call(const stmt& s) {
     if (!s.is_null(13)) r.completion_tokens = s.get_int(13);
     r.task_text = s.get_text(14);
     if (!s.is_null(15)) r.latency_ms = s.get_double(15);
+    r.response_format = s.get_text(16);
     return r;
 }
 

@@ -191,6 +191,17 @@ CREATE TABLE pipeline_steps (
 );
 CREATE INDEX pipeline_steps_key ON pipeline_steps(stage, key);
 )SQL"},
+    {6, "calls.response_format (the request's structured-output request); eval_results.judge_score", R"SQL(
+-- S1: the request's response_format object as sent ({"type":"json_schema","json_schema":{...}} or
+-- {"type":"json_object"}), keys sorted and strings scrubbed like the tools; NULL when the request had
+-- none or asked for plain text. eval checks a JSON answer against its schema. Calls stored before
+-- this migration read NULL (collect them into a new database to get it).
+ALTER TABLE calls ADD COLUMN response_format TEXT;
+
+-- eval --judge: an LLM judge's score of the answer, normalised to 0..1 (NULL: not judged, or the
+-- judge gave no readable score; details says which and keeps the reply).
+ALTER TABLE eval_results ADD COLUMN judge_score REAL;
+)SQL"},
     };
     return list;
 }

@@ -22,6 +22,7 @@ struct call_insert {
     std::string_view content_id, response_id, source_file;
     int64_t source_line = 0;
     std::string_view format, workload_id, client_id, timestamp, model, messages, tools;
+    std::string_view response_format;  ///< the request's response_format JSON ("" = NULL: none)
     std::optional<std::string_view> response_text;  ///< nullopt: NULL (no text, e.g. tool calls only)
     std::string_view response_tool_calls, finish_reason;
     std::optional<double> latency_ms;
@@ -84,6 +85,9 @@ struct call_row {
     std::string content_id, response_id, workload_id, client_id, timestamp, model;  ///< "" when NULL
     std::string messages;             ///< JSON array of request messages
     std::string tools;                ///< JSON array of tool definitions, "" when none were offered
+    /// The request's response_format object ({"type":"json_schema","json_schema":{"schema":...}} or
+    /// {"type":"json_object"}), "" when it had none (or asked for text).
+    std::string response_format;
     std::optional<std::string> response_text;
     std::string response_tool_calls;  ///< JSON array [{name, arguments}], "" when none
     std::string finish_reason;
@@ -225,6 +229,7 @@ struct eval_result_row {
     std::string model;                  ///< base model path
     std::optional<double> score;        ///< main metric (nullopt: skipped)
     std::optional<bool> passed;
+    std::optional<double> judge_score;  ///< --judge: the judge's score in 0..1 (nullopt: not judged)
     std::string output;                 ///< generated text
     std::string details = "{}";         ///< JSON
 };

@@ -414,3 +414,31 @@ TEST_CASE("the task text's response line is common/response-kind.h's decision") 
     CHECK(tc.task_text == "q\nresponse: tool_call:search");
 }
 
+
+TEST_CASE("response_format: kept (keys sorted, strings scrubbed), not for text, not in the content id") {
+    const std::string req =
+        R"({"model": "gpt-4o", "messages": [{"role": "user", "content": "Where is the Eiffel Tower?"}], )";
+    const std::string resp =
+        R"("response": {"choices": [{"message": {"role": "assistant", "content": "{\"city\": \"Paris\", \"country\": \"France\"}"}}]}})";
+    const std::string schema =
+        R"("response_format": {"type": "json_schema", "json_schema": {"strict": true, "name": "City", "schema": )"
+        R"({"type": "object", "required": ["city", "country"], "properties": {"city": {"type": "string", "description": "mail ops@acme.io"}, "country": {"type": "string"}}, "additionalProperties": false}}}})";
+    auto c = one_call(R"({"request": )" + req + schema + ", " + resp);
+    const auto rf = json::parse(c.response_format);
+    CHECK(rf["type"] == "json_schema");
+    CHECK(rf["json_schema"]["schema"]["required"] == json::array({"city", "country"}));
+    CHECK(rf["json_schema"]["schema"]["additionalProperties"] == false);
+    CHECK(c.response_format.find("\"json_schema\":{\"name\":\"City\",\"schema\"") != std::string::npos);  // sorted keys
+    CHECK(c.response_format.find("ops@acme.io") == std::string::npos);  // scrubbed like the tools
+    CHECK(c.response_format.find("<EMAIL_1>") != std::string::npos);
+
+    auto plain = one_call(R"({"request": )" + req + R"("response_format": {"type": "text"}}, )" + resp);
+    CHECK(plain.response_format.empty());
+    auto none = one_call(R"({"request": )" + req.substr(0, req.size() - 2) + "}, " + resp);
+    CHECK(none.response_format.empty());
+    auto mode = one_call(R"({"request": )" + req + R"("response_format": {"type": "json_object"}}, )" + resp);
+    CHECK(json::parse(mode.response_format) == json{{"type", "json_object"}});
+    // the id is that of the call without it: stored calls keep their ids across versions
+    CHECK(c.content_id == none.content_id);
+    CHECK(mode.content_id == none.content_id);
+}

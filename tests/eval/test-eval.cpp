@@ -1,10 +1,13 @@
 // eval's driver: scoring a generated answer against the logged one per response kind, the icl
 // prompt, the report renderers (the HTML page parsed back: charts and numbers), --fail-under and
 // --threshold parsing, and `slmctl eval` end to end with SmolLM2 on a sample_logs tool-call cluster
-// (base, icl and a freshly fine-tuned adapter; customized must beat base).
+// (base, icl and a freshly fine-tuned adapter; customized must beat base); JSON answers against
+// their requests' response_format schemas and prose scored by a canned LLM judge, end to end.
 #include <doctest/doctest.h>
 
+#include <atomic>
 #include <filesystem>
+#include <fstream>
 #include <regex>
 
 #include <fmt/format.h>
@@ -13,6 +16,7 @@
 #include "eval/eval.h"
 #include "model/model.h"
 #include "model/response-codec.h"
+#include "tests/eval/canned-server.h"
 #include "tests/test-util.h"
 
 using namespace slm;
@@ -105,6 +109,46 @@ TEST_CASE("score_answer: prose by chrF with the pass threshold, JSON by validity
     CHECK(score_answer(e, chatml, "hello").score == 0);
 }
 
+TEST_CASE("score_answer: a JSON answer is held to the request's response_format schema when it had one") {
+    auto c = text_row(R"({"city": "Paris", "country": "France"})");
+    c.response_format = R"({"json_schema":{"name":"City","schema":{"additionalProperties":false,"properties":)"
+                        R"({"city":{"type":"string"},"country":{"type":"string"}},"required":["city","country"],)"
+                        R"("type":"object"},"strict":true},"type":"json_schema"})";
+    auto ok = score_answer(c, chatml, R"({"city": "Lyon", "country": "France"})");
+    CHECK(ok.kind == response_kind::json);
+    CHECK(ok.score == 1);
+    CHECK(ok.details["schema_checked"] == true);
+    CHECK(ok.details["schema_ok"] == true);
+    CHECK(ok.details["reference_schema_ok"] == true);
+    auto missing = score_answer(c, chatml, R"({"city": "Paris"})");  // valid JSON, not the schema's
+    CHECK(missing.score == 0);
+    CHECK_FALSE(missing.passed);
+    CHECK(missing.details["json_ok"] == true);
+    CHECK(missing.details["schema_ok"] == false);
+    CHECK(missing.details["detail"].get<std::string>().find("required property 'country'") != std::string::npos);
+    auto extra = score_answer(c, chatml, "```json\n{\"city\": \"Paris\", \"country\": \"France\", \"pop\": 2}\n```");
+    CHECK(extra.score == 0);
+    CHECK(extra.details["detail"].get<std::string>().find("additionalProperties") != std::string::npos);
+    auto broken = score_answer(c, chatml, R"({"city": )");
+    CHECK(broken.score == 0);
+    CHECK(broken.details["json_ok"] == false);
+    CHECK(broken.details["schema_ok"] == false);
+    // JSON mode without a schema: validity decides; a response_format we cannot read is said, not fatal
+    c.response_format = R"({"type":"json_object"})";
+    auto mode = score_answer(c, chatml, R"({"city": "Paris"})");
+    CHECK(mode.score == 1);
+    CHECK(mode.details["schema_checked"] == false);
+    CHECK_FALSE(mode.details.contains("schema_ok"));
+    c.response_format = R"({"type":"json_schema"})";
+    auto unreadable = score_answer(c, chatml, R"({"city": "Paris"})");
+    CHECK(unreadable.score == 1);
+    CHECK(unreadable.details["response_format_error"].get<std::string>().find("json_schema.schema is missing") !=
+          std::string::npos);
+    CHECK(json_metric(0, 5) == "JSON validity");
+    CHECK(json_metric(5, 5) == "schema validity");
+    CHECK(json_metric(2, 5).rfind("schema validity (", 0) == 0);
+}
+
 TEST_CASE("icl_system_prompt: the original system prompt, then each example's request and answer") {
     auto ex = tool_call_row();
     auto s = icl_system_prompt("You are Operator.", {&ex}, chatml);
@@ -191,6 +235,51 @@ TEST_CASE("render_html: one page with the share and cluster charts carrying the 
     CHECK(md.find("| operator | 40 | 40 | 75.0% [50.0%, 100.0%]") != std::string::npos);
     auto t = render_table(r);
     CHECK(t.find("REPLACEABLE (customized)") != std::string::npos);
+}
+
+TEST_CASE("reports: schema validity and judge scores per variant in the table, markdown and HTML") {
+    ojson r = {{"run_id", 4},
+               {"cluster_run", 1},
+               {"base", "m.gguf"},
+               {"clusters",
+                {{{"idx", 2},
+                  {"label", "extract city"},
+                  {"kind", "json"},
+                  {"volume", 30},
+                  {"evaluated", 8},
+                  {"replaceable", false},
+                  {"chosen", "base"},
+                  {"reason", "low"},
+                  {"variants",
+                   {{{"variant", "base"}, {"n", 8}, {"value", 0.25}, {"lo", 0.07}, {"hi", 0.59}, {"metric", "schema validity"},
+                     {"json_valid", {{"value", 0.875}, {"lo", 0.53}, {"hi", 0.98}}},
+                     {"schema_valid", {{"value", 0.25}, {"lo", 0.07}, {"hi", 0.59}, {"n", 8}}}}}}},
+                 {{"idx", 3},
+                  {"label", "summaries"},
+                  {"kind", "prose"},
+                  {"volume", 20},
+                  {"evaluated", 5},
+                  {"replaceable", false},
+                  {"chosen", "base"},
+                  {"reason", "low"},
+                  {"variants",
+                   {{{"variant", "base"}, {"n", 5}, {"value", 0.6}, {"lo", 0.4}, {"hi", 0.8}, {"metric", "judge score"},
+                     {"judged", true}, {"judge", {{"value", 0.6}, {"lo", 0.4}, {"hi", 0.8}, {"n", 5}}}}}}}}},
+               {"shares", {{{"agent", "total"}, {"calls", 50}, {"replaceable_calls", 0},
+                            {"share", {{"value", 0.0}, {"lo", 0.0}, {"hi", 0.0}}}, {"cost", {{"llm_usd", 1.0}, {"saving_usd", 0.0}}}}}}};
+    auto t = render_table(r);
+    CHECK(t.find("  schema validity") != std::string::npos);
+    CHECK(t.find("0.25 [0.07,0.59]") != std::string::npos);
+    CHECK(t.find("  JSON validity") != std::string::npos);
+    CHECK(t.find("0.88 [0.53,0.98]") != std::string::npos);
+    CHECK(t.find("  judge score") != std::string::npos);
+    auto md = render_markdown(r);
+    CHECK(md.find("| 2 extract city | schema validity | 8 | 0.25 [0.07,0.59] | - | - |") != std::string::npos);
+    CHECK(md.find("| 3 summaries | judge score | 5 | 0.60 [0.40,0.80] | - | - |") != std::string::npos);
+    auto h = render_html(r);
+    CHECK(h.find(R"(data-cluster="2" data-metric="schema_valid" data-variant="base" data-value="0.2500")") != std::string::npos);
+    CHECK(h.find(R"(data-cluster="2" data-metric="json_valid" data-variant="base" data-value="0.8750")") != std::string::npos);
+    CHECK(h.find(R"(data-cluster="3" data-metric="judge" data-variant="base" data-value="0.6000")") != std::string::npos);
 }
 
 namespace {
@@ -286,4 +375,153 @@ TEST_CASE("slmctl eval end to end: base, icl and customized on a templated tool-
     CHECK(gate.err.find("fail-under: cluster") != std::string::npos);
     auto pass = test::run_slmctl(fmt::format("eval --db '{}' --report 0 --fail-under share=0", db));
     CHECK(pass.exit_code == 0);
+}
+
+namespace {
+
+// Writes `n` calls that ask for a city as JSON under a response_format schema, and `n` that ask for
+// a one-line summary in prose: two tasks, two clusters.
+void write_schema_and_prose_calls(const std::string& path, int n) {
+    const char* cities[][2] = {{"Paris", "France"},  {"Lyon", "France"},     {"Berlin", "Germany"}, {"Munich", "Germany"},
+                               {"Rome", "Italy"},     {"Milan", "Italy"},     {"Madrid", "Spain"},   {"Seville", "Spain"},
+                               {"Lisbon", "Portugal"}, {"Porto", "Portugal"}, {"Vienna", "Austria"}, {"Oslo", "Norway"}};
+    const char* topics[] = {"the budget review", "the hiring plan", "the office move", "the release date",
+                            "the vendor contract", "the security audit", "the team offsite", "the roadmap"};
+    const json schema = {{"type", "json_schema"},
+                         {"json_schema",
+                          {{"name", "City"},
+                           {"strict", true},
+                           {"schema",
+                            {{"type", "object"},
+                             {"properties", {{"city", {{"type", "string"}}}, {"country", {{"type", "string"}}}}},
+                             {"required", {"city", "country"}},
+                             {"additionalProperties", false}}}}}};
+    std::ofstream f(path);
+    for (int i = 0; i < n; ++i) {
+        const auto* c = cities[i % 12];
+        json req = {{"model", "gpt-4o"},
+                    {"messages", {{{"role", "system"}, {"content", "You extract places as JSON."}},
+                                  {{"role", "user"}, {"content", fmt::format("Which city is this about, and in which country? "
+                                                                             "\"Our trip #{} to {} was lovely.\"", i, c[0])}}}},
+                    {"response_format", schema}};
+        json resp = {{"choices", {{{"message", {{"role", "assistant"},
+                                                {"content", json{{"city", c[0]}, {"country", c[1]}}.dump()}}}}}},
+                     {"usage", {{"prompt_tokens", 40}, {"completion_tokens", 12}}}};
+        f << json{{"workload_id", "travel.extract"}, {"request", req}, {"response", resp}}.dump() << "\n";
+    }
+    for (int i = 0; i < n; ++i) {
+        const char* t = topics[i % 8];
+        json req = {{"model", "gpt-4o"},
+                    {"messages", {{{"role", "user"}, {"content", fmt::format("In one sentence, what did meeting {} decide "
+                                                                             "about {}? Notes: we agreed to go ahead with "
+                                                                             "{} next month.", i, t, t)}}}}};
+        json resp = {{"choices", {{{"message", {{"role", "assistant"},
+                                                {"content", fmt::format("The meeting decided to go ahead with {} next month.", t)}}}}}},
+                     {"usage", {{"prompt_tokens", 50}, {"completion_tokens", 14}}}};
+        f << json{{"workload_id", "office.notes"}, {"request", req}, {"response", resp}}.dump() << "\n";
+    }
+}
+
+}  // namespace
+
+TEST_CASE("slmctl eval end to end: schema validity of JSON answers and an LLM judge on prose" *
+          doctest::skip(!have_smollm2())) {
+    test::temp_dir t;
+    const std::string logs = t / "calls.jsonl", db = t / "calls.db";
+    write_schema_and_prose_calls(logs, 30);
+    REQUIRE(test::run_slmctl(fmt::format("collect '{}' --db '{}' -q", logs, db)).exit_code == 0);
+    {
+        auto d = store::db::open(db);
+        auto c = store::get_call(d, 1);
+        REQUIRE(c);
+        CHECK(json::parse(c->response_format)["json_schema"]["schema"]["required"].size() == 2);
+    }
+    // two tasks, two clusters: the city prompts differ in every word that matters to tf-idf, so no
+    // call is left as noise
+    auto k = test::run_slmctl(fmt::format("cluster --db '{}' --k 2 --noise-similarity -1 --json", db));
+    REQUIRE_MESSAGE(k.exit_code == 0, k.err);
+
+    // the judge: canned replies, always 6/10
+    std::atomic<int> asked{0};
+    test::canned_server judge([&](const std::string&) {
+        ++asked;
+        const std::string body =
+            json{{"choices", {{{"message", {{"role", "assistant"}, {"content", "Close to the reference. Score: 6/10"}}}}}}}.dump();
+        return std::vector<std::string>{fmt::format("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{}", body.size(), body)};
+    });
+    // a judge nobody answers at: a clear error before any model loads, and no eval run
+    int dead_port = 0;
+    {
+        test::canned_server gone([](const std::string&) { return std::vector<std::string>{}; });
+        dead_port = gone.port();
+    }
+    auto bad = test::run_slmctl(fmt::format("eval --db '{}' --all --variants base --judge http://127.0.0.1:{}", db, dead_port));
+    CHECK(bad.exit_code == 1);
+    CHECK(bad.err.find(fmt::format("http://127.0.0.1:{}/v1/chat/completions: cannot connect", dead_port)) != std::string::npos);
+    bad = test::run_slmctl(fmt::format("eval --db '{}' --all --variants base --judge https://api.example.com", db));
+    CHECK(bad.exit_code == 1);
+    CHECK(bad.err.find("https is not supported") != std::string::npos);
+    CHECK(test::run_slmctl(fmt::format("eval --db '{}' --report", db)).err.find("no finished eval run") != std::string::npos);
+
+    auto r = test::run_slmctl(fmt::format("eval --db '{}' --all --variants base --max-calls 3 --threshold min_calls=1 "
+                                          "--judge '{}' --judge-model smol --json",
+                                          db, judge.url()));
+    REQUIRE_MESSAGE(r.exit_code == 0, r.err);
+    auto j = json::parse(r.out);
+    int json_calls = 0, prose_calls = 0;
+    for (const auto& cl : j.at("clusters")) {
+        if (cl.value("evaluated", 0) == 0) continue;
+        const auto& v = cl.at("variants").at(0);
+        CAPTURE(cl.dump());
+        if (cl.at("kind") == "json") {
+            json_calls += v.at("n").get<int>();
+            CHECK(v.at("metric") == "schema validity");
+            REQUIRE(v.contains("schema_valid"));
+            CHECK(v["schema_valid"].at("n") == v.at("n"));
+            CHECK(v["schema_valid"].at("value") == v.at("value"));  // the schema is the main metric
+            CHECK(v["schema_valid"].at("value").get<double>() <= v.at("json_valid").at("value").get<double>());
+            CHECK_FALSE(v.contains("judge"));
+        } else if (cl.at("kind") == "prose") {
+            prose_calls += v.at("n").get<int>();
+            CHECK(v.at("metric") == "judge score");
+            CHECK(v.at("judged") == true);
+            CHECK(v.at("value").get<double>() == doctest::Approx(0.6));
+            CHECK(v.at("judge").at("n") == v.at("n"));
+            CHECK(v.contains("chrf"));  // still measured beside the judge
+            // judged: the judge's threshold (0.8) decides, and 0.6 is below it
+            CHECK(v.at("reason").get<std::string>().find("threshold 0.800 for prose (judged)") != std::string::npos);
+        }
+    }
+    CHECK(json_calls >= 3);
+    CHECK(prose_calls >= 3);
+    CHECK(judge.requests().at(1).find("\"model\":\"smol\"") != std::string::npos);
+    {
+        auto d = store::db::open(db);
+        int judged = 0, schema_rows = 0;
+        for (const auto& row : store::eval_results_of_run(d, j.at("run_id").get<int64_t>())) {
+            auto det = json::parse(row.details);
+            if (det.at("kind") == "prose") {
+                REQUIRE(row.judge_score.has_value());
+                CHECK(*row.judge_score == doctest::Approx(0.6));
+                CHECK(det.at("judge").at("reply") == "Close to the reference. Score: 6/10");
+                ++judged;
+            } else if (det.at("kind") == "json") {
+                CHECK_FALSE(row.judge_score.has_value());
+                CHECK(det.at("schema_checked") == true);
+                CHECK(row.score == (det.at("schema_ok") == true ? 1.0 : 0.0));
+                ++schema_rows;
+            }
+        }
+        CHECK(judged == prose_calls);
+        CHECK(schema_rows == json_calls);
+        CHECK(asked.load() == 1 + judged);  // the check, then one judgement per prose answer
+    }
+    // the stored run renders the same sections
+    auto md = test::run_slmctl(fmt::format("eval --db '{}' --report --md '{}'", db, t / "r.md"));
+    REQUIRE_MESSAGE(md.exit_code == 0, md.err);
+    CHECK(md.out.find("  schema validity") != std::string::npos);
+    CHECK(md.out.find("  judge score") != std::string::npos);
+    const auto text = test::read_file(t / "r.md");
+    CHECK(text.find("| schema validity |") != std::string::npos);
+    CHECK(text.find("| judge score |") != std::string::npos);
 }

@@ -52,6 +52,7 @@ std::vector<int64_t> add_calls(store::db& d) {
     c.messages = R"([{"role":"user","content":"hello"}])";
     c.response_text = std::string_view("Hi!");
     c.task_text = "hello\nresponse: prose";
+    c.response_format = R"({"type":"json_object"})";
     CHECK(w.insert(a));
     CHECK(w.insert(b));
     CHECK(w.insert(c));
@@ -94,6 +95,9 @@ TEST_CASE("calls: collect's writer stores NULLs for empty optional fields; get_c
     CHECK(b->tools.empty());
     CHECK(b->response_id.empty());
     CHECK(!b->prompt_tokens.has_value());
+    CHECK(b->response_format.empty());
+    CHECK(test::scalar(d, "SELECT response_format IS NULL FROM calls WHERE content_id = 'c-b'") == 1);
+    CHECK(store::get_call(d, ids[2])->response_format == R"({"type":"json_object"})");
     CHECK(!store::get_call(d, 9999).has_value());
 }
 
@@ -292,6 +296,25 @@ TEST_CASE("migration 2 -> 3 keeps every row; new columns get their defaults; db 
     CHECK(test::scalar_text(d, "SELECT loss_curve FROM adapters") == "[]");
     CHECK(test::scalar(d, "SELECT base_model_sha256 IS NULL FROM adapters") == 1);
     CHECK(test::scalar_text(d, "SELECT base_model FROM adapters") == "/models/smol.gguf");
+    // schema 6: calls stored before it have no response_format; old eval rows no judge score
+    CHECK(store::calls_of_cluster(d, 20).at(0).response_format.empty());
+    CHECK(store::eval_results_of_run(d, 2).at(0).judge_score == std::nullopt);
+    {
+        store::eval_result_row r;
+        r.run_id = 1;
+        r.call_id = 11;
+        r.cluster_id = 20;
+        r.variant = "base";
+        r.score = 0.4;
+        r.passed = false;
+        r.judge_score = 0.7;
+        store::insert_eval_results(d, {r});
+        auto back = store::eval_results_of_run(d, 1);
+        REQUIRE(back.size() == 1);
+        REQUIRE(back[0].judge_score.has_value());
+        CHECK(*back[0].judge_score == doctest::Approx(0.7));
+        CHECK(*back[0].score == doctest::Approx(0.4));
+    }
     // the variant is checked; the new table works
     CHECK_THROWS_AS(d.exec("UPDATE eval_results SET variant = 'other'"), user_error);
     d.exec("UPDATE eval_results SET variant = 'icl', model = '/models/smol.gguf'");
