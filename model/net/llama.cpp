@@ -317,7 +317,8 @@ torch::Tensor apply_rope(const torch::Tensor& x, const torch::Tensor& cos, const
 
 torch::Tensor llama_model::attention(const llama_layer& L, int64_t layer, const torch::Tensor& x,
                                      const torch::Tensor& cos, const torch::Tensor& sin, const attn_mask& mask,
-                                     kv_cache* cache) const {
+                                     const forward_args& a) const {
+    kv_cache* cache = a.cache;
     const auto& c = config;
     const int64_t B = x.size(0), T = x.size(1), H = c.n_heads, K = c.n_kv_heads, D = c.head_dim, R = H / K;
     torch::Tensor q, k, v;
@@ -356,6 +357,17 @@ torch::Tensor llama_model::attention(const llama_layer& L, int64_t layer, const 
         cache->v[layer].narrow(2, past, T).copy_(v);
         keys = cache->k[layer].narrow(2, 0, past + T);
         values = cache->v[layer].narrow(2, 0, past + T);
+    } else if (a.prefix) {
+        // the attention kernels take one key tensor per row: the prefix's keys are expanded into
+        // it (read, not recomputed), and expand's backward sums the rows' gradients
+        auto pk = a.prefix->k[layer], pv = a.prefix->v[layer];  // (1|B, K, P, D)
+        if (pk.size(0) != B) pk = pk.expand({B, -1, -1, -1}), pv = pv.expand({B, -1, -1, -1});
+        keys = torch::cat({pk, k}, 2);    // (B, K, P+T, D)
+        values = torch::cat({pv, v}, 2);
+    }
+    if (a.capture) {
+        a.capture->k[layer] = keys;
+        a.capture->v[layer] = values;
     }
     const int64_t S = keys.size(2);
     torch::Tensor y;  // (B, H, T, D) float32
@@ -392,7 +404,16 @@ torch::Tensor llama_model::forward(const forward_args& a) const {
     const auto& c = config;
     SLM_ASSERT(a.tokens.dim() == 2, "tokens must be (B, T)");
     const int64_t B = a.tokens.size(0), T = a.tokens.size(1);
-    const int64_t past = a.cache ? a.cache->len : 0, S = past + T;
+    SLM_ASSERT(!(a.cache && a.prefix), "a forward call takes a cache or a prefix, not both");
+    const int64_t past = a.cache ? a.cache->len : a.prefix ? a.prefix->len : 0, S = past + T;
+    if (a.prefix)
+        SLM_ASSERT(a.prefix->k.size() == layers.size() && a.prefix->v.size() == layers.size(),
+                   "prefix has {} layers, the model {}", a.prefix->k.size(), layers.size());
+    if (a.capture) {
+        a.capture->k.assign(layers.size(), torch::Tensor());
+        a.capture->v.assign(layers.size(), torch::Tensor());
+        a.capture->len = S;
+    }
     if (a.cache) {
         SLM_ASSERT(a.cache->batch() == B, "cache batch {} != {}", a.cache->batch(), B);
         SLM_ASSERT(S <= a.cache->capacity(), "cache overflow: {} slots needed, {} allocated", S, a.cache->capacity());
@@ -430,7 +451,7 @@ torch::Tensor llama_model::forward(const forward_args& a) const {
     auto x = torch::embedding(tok_embd, a.tokens);  // (B, T, C)
     for (size_t l = 0; l < layers.size(); ++l) {
         const auto& L = layers[l];
-        auto h = x + attention(L, static_cast<int64_t>(l), rms_norm(x, L.attn_norm, c.rms_eps), cos, sin, mask, a.cache);
+        auto h = x + attention(L, static_cast<int64_t>(l), rms_norm(x, L.attn_norm, c.rms_eps), cos, sin, mask, a);
         auto m = rms_norm(h, L.ffn_norm, c.rms_eps);  // (B, T, C)
         torch::Tensor gate, up;  // (B, T, F)
         if (L.gate_up_weight.defined()) {
