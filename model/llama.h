@@ -142,6 +142,9 @@ struct forward_args {
     const kv_prefix* prefix = nullptr;
     /// Receives every layer's keys/values of this call (the prefix's first), differentiable.
     kv_prefix* capture = nullptr;
+    /// Never the 4-bit copies, however few rows: prefill sets it, so a prompt's keys/values do not
+    /// depend on how it was split (whole, or a shared prefix then a short suffix).
+    bool dense = false;
 };
 
 /// The decoder. Plain tensors (no nn::Module) so loaders fill them and LoRA finetuning adds

@@ -81,6 +81,7 @@ detail::prefilled prefill_padded(const llama_model& model, const std::vector<std
         a.key_valid = st.key_valid;
         a.cache = &st.cache;
         a.last_only = true;
+        a.dense = true;
         st.logits = model.forward(a);
     }
     st.next_pos = (P - pad_t).unsqueeze(1);  // (B, 1)

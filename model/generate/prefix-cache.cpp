@@ -207,6 +207,7 @@ prefix_kv compute_prefix(const llama_model& m, prefix_cache::impl& C, const std:
         a.tokens = tokens.narrow(1, s, std::min(chunk, L - have - s));
         a.cache = &c;
         a.last_only = true;
+        a.dense = true;
         a.hidden = true;  // only the keys/values are wanted
         m.forward(a);
     }
@@ -311,6 +312,7 @@ detail::prefilled prefill_shared(const llama_model& m, const std::vector<std::ve
             a.key_valid = valid;
             a.cache = &view;
             a.last_only = true;
+            a.dense = true;
             logits = m.forward(a);  // (G, 1, V)
         }
         st.logits.narrow(0, r0, G).copy_(logits);

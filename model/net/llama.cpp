@@ -325,7 +325,7 @@ torch::Tensor llama_model::attention(const llama_layer& L, int64_t layer, const 
     const bool no_qkv_lora = !L.wq.has_lora() && !L.wk.has_lora() && !L.wv.has_lora();
     if (L.qkv_weight.defined() && L.wq.bias.defined() == L.qkv_bias.defined()) {
         // one matmul for the three base projections; adapters (training) add their deltas after
-        auto qkv = no_qkv_lora && use_int4(x) && L.qkv4.defined()
+        auto qkv = no_qkv_lora && !a.dense && use_int4(x) && L.qkv4.defined()
                        ? (L.qkv_bias.defined() ? L.qkv4.forward(x) + L.qkv_bias : L.qkv4.forward(x))
                        : linear(x, L.qkv_weight, L.qkv_bias);  // (B, T, (H + 2K) * D)
         q = qkv.narrow(-1, 0, H * D);
@@ -396,7 +396,7 @@ torch::Tensor llama_model::attention(const llama_layer& L, int64_t layer, const 
                                              /*scale=*/std::nullopt, /*enable_gqa=*/K != H);  // (B, H, T, D)
     }
     y = y.transpose(1, 2).reshape({B, T, H * D}).to(x.scalar_type());                 // (B, T, H*D)
-    if (use_int4(y) && L.wo4.defined() && !L.wo.has_lora()) return L.wo4.forward(y);
+    if (!a.dense && use_int4(y) && L.wo4.defined() && !L.wo.has_lora()) return L.wo4.forward(y);
     return L.wo.forward(y);                                                       // (B, T, C)
 }
 
@@ -456,7 +456,7 @@ torch::Tensor llama_model::forward(const forward_args& a) const {
         torch::Tensor gate, up;  // (B, T, F)
         if (L.gate_up_weight.defined()) {
             const bool no_lora = !L.w_gate.has_lora() && !L.w_up.has_lora();
-            auto gu = no_lora && use_int4(m) && L.gate_up4.defined() ? L.gate_up4.forward(m)
+            auto gu = no_lora && !a.dense && use_int4(m) && L.gate_up4.defined() ? L.gate_up4.forward(m)
                                                                      : linear(m, L.gate_up_weight, torch::Tensor());  // (B, T, 2F)
             gate = gu.narrow(-1, 0, c.ffn_dim);
             up = gu.narrow(-1, c.ffn_dim, c.ffn_dim);
@@ -469,7 +469,7 @@ torch::Tensor llama_model::forward(const forward_args& a) const {
             gate = L.w_gate.forward(m), up = L.w_up.forward(m);
         }
         auto act = torch::silu(gate) * up;  // (B, T, F)
-        auto ff = use_int4(act) && L.down4.defined() && !L.w_down.has_lora() ? L.down4.forward(act)
+        auto ff = !a.dense && use_int4(act) && L.down4.defined() && !L.w_down.has_lora() ? L.down4.forward(act)
                                                                             : L.w_down.forward(act);  // (B, T, C)
         x = h + ff;
     }
@@ -477,7 +477,7 @@ torch::Tensor llama_model::forward(const forward_args& a) const {
     if (a.last_only) x = x.narrow(1, T - 1, 1);  // (B, 1, C)
     x = rms_norm(x, out_norm, c.rms_eps);
     if (a.hidden) return x.to(torch::kFloat32);  // (B, T, C)
-    if (use_int4(x) && output4.defined()) return output4.forward(x).to(torch::kFloat32);  // (B, T, V)
+    if (!a.dense && use_int4(x) && output4.defined()) return output4.forward(x).to(torch::kFloat32);  // (B, T, V)
     return linear(x, output, torch::Tensor()).to(torch::kFloat32);  // (B, T, V)
 }
 
