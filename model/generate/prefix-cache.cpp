@@ -34,12 +34,16 @@ std::vector<prefix_group> find_prefix_groups(const std::vector<std::vector<int32
         const auto len = static_cast<int64_t>(seqs[i].size());
         cap[i] = std::clamp<int64_t>(caps.empty() ? len - 1 : caps[i], 0, len);
     }
-    // in lexicographic order a run's common prefix is the smallest adjacent one inside it
+    // each sequence cut to what it may share, so one that may share little sorts before the longer
+    // ones it opens like, not between them; in lexicographic order a run's common prefix is then
+    // the smallest adjacent one inside it
+    std::vector<std::vector<int32_t>> keys(n);
+    for (size_t i = 0; i < n; ++i) keys[i].assign(seqs[i].begin(), seqs[i].begin() + cap[i]);
     std::vector<size_t> o(n);
     std::iota(o.begin(), o.end(), 0);
-    std::stable_sort(o.begin(), o.end(), [&](size_t a, size_t b) { return seqs[a] < seqs[b]; });
+    std::stable_sort(o.begin(), o.end(), [&](size_t a, size_t b) { return keys[a] < keys[b]; });
     std::vector<int64_t> lcp(n, 0);  // lcp[k]: of o[k-1] and o[k]
-    for (size_t k = 1; k < n; ++k) lcp[k] = common_prefix(seqs[o[k - 1]], seqs[o[k]]);
+    for (size_t k = 1; k < n; ++k) lcp[k] = common_prefix(keys[o[k - 1]], keys[o[k]]);
     // dp[j]: most tokens saved by the first j sorted sequences; run [from[j], j) shares len[j]
     std::vector<int64_t> dp(n + 1, 0), from(n + 1, 0), len(n + 1, 0);
     for (size_t j = 0; j < n; ++j) {

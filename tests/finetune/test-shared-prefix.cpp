@@ -90,7 +90,7 @@ loss_and_grads run(model::llama_model& m, const std::vector<finetune::example>& 
 }  // namespace
 
 TEST_CASE("shared-prefix micro-batch: same loss and LoRA gradients as every example alone (fp32, 1e-5)") {
-    set_torch_threads(1);
+    model::set_torch_threads(1);
     auto lm = tiny();
     auto& m = lm->decoder();
     model::lora_config c;
@@ -138,7 +138,7 @@ TEST_CASE("shared-prefix micro-batch: same loss and LoRA gradients as every exam
 }
 
 TEST_CASE("train_lora with shared prefixes: the same loss curve, fewer tokens processed") {
-    set_torch_threads(1);
+    model::set_torch_threads(1);
     std::vector<finetune::example> train, val;
     for (uint64_t s = 0; s < 3; ++s) {
         auto xs = agent_examples(10 + s);

@@ -65,15 +65,17 @@ void check_partition(const seqs_t& xs, const std::vector<int64_t>& caps, int64_t
     for (size_t i = 0; i < xs.size(); ++i) CHECK(seen[i] == 1);
 }
 
-// The best saving over every split of the lexicographic order into contiguous runs (n <= 7): the
+// The best saving over every split into contiguous runs of the lexicographic order of the sequences
+// cut to their caps (n <= 7): the
 // contract of find_prefix_groups. (A group may in general interleave with a deeper one, e.g. {s1,
 // s4} sharing 2 tokens around {s2, s3} sharing 10; such partitions are not searched.)
 int64_t brute_force(const seqs_t& xs, const std::vector<int64_t>& caps, int64_t min_tokens) {
     const size_t n = xs.size();
+    auto cap = [&](size_t i) { return caps.empty() ? static_cast<int64_t>(xs[i].size()) - 1 : caps[i]; };
+    auto key = [&](size_t i) { return std::vector<int32_t>(xs[i].begin(), xs[i].begin() + cap(i)); };
     std::vector<size_t> o(n);
     std::iota(o.begin(), o.end(), 0);
-    std::stable_sort(o.begin(), o.end(), [&](size_t a, size_t b) { return xs[a] < xs[b]; });
-    auto cap = [&](size_t i) { return caps.empty() ? static_cast<int64_t>(xs[i].size()) - 1 : caps[i]; };
+    std::stable_sort(o.begin(), o.end(), [&](size_t a, size_t b) { return key(a) < key(b); });
     int64_t best = 0;
     for (uint32_t cuts = 0; cuts < (1u << (n - 1)); ++cuts) {  // bit k: a run ends after o[k]
         int64_t total = 0;
