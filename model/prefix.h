@@ -29,11 +29,13 @@ struct prefix_group {
 
 /// Partitions `seqs` into groups that share a prefix of at least `min_tokens` tokens (each such
 /// group has two or more members), maximising the tokens saved, sum over groups of
-/// (members - 1) * len; the rest go into one group with len 0 (last; absent when empty).
+/// (members - 1) * len, over the splits of the lexicographic order into contiguous runs (a group
+/// interleaved around a deeper one, {s1, s4} sharing 2 around {s2, s3} sharing 10, is not
+/// searched); the rest go into one group with len 0 (last; absent when empty).
 /// `caps[i]`: at most this many of sequence i's tokens may be shared (generation keeps at least
 /// the last prompt token to run per call, training every position that carries loss); empty:
-/// size - 1. Exact over contiguous runs of the sequences in lexicographic order (an O(n^2) dynamic
-/// programme over n sequences); groups with len > 0 come in the order of their first member.
+/// size - 1. The order is that of the sequences cut to their caps (an O(n^2) dynamic programme
+/// over n sequences); groups with len > 0 come in the order of their first member.
 std::vector<prefix_group> find_prefix_groups(const std::vector<std::vector<int32_t>>& seqs,
                                              const std::vector<int64_t>& caps, int64_t min_tokens);
 
