@@ -101,6 +101,12 @@ void set_eval_command(CLI::App& sub) {
     sub.add_option("--max-prompt-tokens", r.max_prompt_tokens, "Prompt budget per call (oldest history cut first)")
         ->capture_default_str();
     sub.add_option("--batch-size", r.batch_size, "Prompts per generation batch")->capture_default_str();
+    sub.add_flag("!--no-share-prefixes", r.prefix.enabled,
+                 "Prefill every prompt whole (default: a prompt prefix the calls share is prefilled once)");
+    sub.add_option("--min-shared-tokens", r.prefix.min_tokens, "Shortest prompt prefix worth prefilling once")
+        ->capture_default_str();
+    sub.add_option("--prefix-cache-mb", r.prefix.cache_mb, "Memory for prefix KV caches kept across batches (0: none)")
+        ->capture_default_str();
     sub.add_option("--split-seed", o.split_seed, "Seed of the train/val/test split")->capture_default_str();
     sub.add_option("--threshold", a.thresholds,
                    "Verdict threshold on the lower 95% bound: KIND=X for tool_call, json, code, prose, empty, "

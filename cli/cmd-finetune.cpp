@@ -78,6 +78,8 @@ void finetune_main() {
                        r.best_step, 100 * (1 - *r.val_best / *r.val_first));
         fmt::print("  speed          {:.0f} tokens/s ({} tokens, {:.1f}% padding, {:.0f} s training)\n", r.tokens_per_s(),
                    r.tokens, 100 * r.padding_share(), r.train_s);
+        fmt::print("  processed      {} of the {} tokens a per-call engine would run ({:.2f}x: shared prefixes)\n",
+                   r.tokens, r.per_call_tokens, r.processed_share());
     }
     if (r.stop_reason == "interrupted") {
         const int sig = store::stop_signal() ? store::stop_signal() : SIGINT;
@@ -131,6 +133,10 @@ void set_finetune_command(CLI::App& sub) {
         ->capture_default_str();
     sub.add_option("--max-train", o.max_train, "At most this many training calls (0: all)")->capture_default_str();
     sub.add_option("--min-calls", o.min_calls, "Refuse clusters with fewer calls")->capture_default_str();
+    sub.add_flag("!--no-share-prefixes", t.prefix.enabled,
+                 "Run every example whole (default: a prompt prefix the examples of a micro-batch share runs once)");
+    sub.add_option("--min-shared-tokens", t.prefix.min_tokens, "Shortest prompt prefix worth running once for a group")
+        ->capture_default_str();
     sub.add_option("--dump-batches", t.dump_batches,
                    "Write each step's micro-batches (token ids, prompt length) as JSON lines (bench/finetune)");
     sub.add_option("--dtype", o.dtype, "Frozen base weights: auto, fp32, bf16")->capture_default_str();

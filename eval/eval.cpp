@@ -227,6 +227,9 @@ nlohmann::json eval_options::to_json() const {
             {"cap_by_reference", replay.cap_by_reference},
             {"max_prompt_tokens", replay.max_prompt_tokens},
             {"batch_size", replay.batch_size},
+            {"share_prefixes", replay.prefix.enabled},
+            {"min_shared_tokens", replay.prefix.min_tokens},
+            {"prefix_cache_mb", replay.prefix.cache_mb},
             {"thresholds",
              {{"tool_call", replay.verdicts.tool_call},
               {"json", replay.verdicts.json},
@@ -272,6 +275,7 @@ nlohmann::ordered_json variant_summary::to_json() const {
     j["ms_per_call"] = ms_per_call;
     j["calls_per_s"] = calls_per_s;
     j["tokens_per_s"] = tokens_per_s;
+    j["tokens"] = tokens.to_json();
     if (adapter_id) j["adapter_id"] = adapter_id;
     if (!adapter_path.empty()) j["adapter"] = adapter_path;
     return j;
@@ -318,6 +322,7 @@ nlohmann::ordered_json eval_report::to_json() const {
     for (const auto& s : shares) ss.push_back(s.to_json());
     j["shares"] = ss;
     j["prices"] = prices;
+    j["tokens"] = tokens.to_json();
     if (previous_run) {
         j["previous_run"] = *previous_run;
         j["previous"] = previous;
@@ -436,6 +441,9 @@ eval_report run_eval(store::db& d, const eval_options& o) {
                                        {"dtype_choice", lm->info().dtype_choice}})
                            .dump());
         const std::string base_sha = finetune::file_sha256(rep.base);
+        // one LRU of prompt-prefix KV caches for the whole run: clusters of one agent node share
+        // its system prompt and tools (an adapter loaded or removed empties it)
+        model::prefix_cache prefixes(o.replay.prefix);
         const std::string base_abs = fs::absolute(rep.base).string();
 
         std::unique_ptr<clustering::embedder> emb;
@@ -588,8 +596,12 @@ eval_report run_eval(store::db& d, const eval_options& o) {
                     progress bar(fmt::format("  {} {}", cl.idx, variant), items.size(), "calls");
                     const auto tv = std::chrono::steady_clock::now();
                     std::vector<replay_result> rs;
+                    replay_stats rstats;
+                    replay_options ro = o.replay;
+                    ro.prefix_cache = &prefixes;
                     try {
-                        rs = replay(*lm, items, o.replay, [&](int64_t done, int64_t) { bar.set(static_cast<uint64_t>(done)); });
+                        rs = replay(*lm, items, ro, [&](int64_t done, int64_t) { bar.set(static_cast<uint64_t>(done)); },
+                                    &rstats);
                     } catch (...) {
                         if (variant == "customized") model::remove_lora(lm->decoder());
                         throw;
@@ -601,6 +613,8 @@ eval_report run_eval(store::db& d, const eval_options& o) {
                     auto vs = summarize(variant, ce.kind, rs, o.replay.verdicts, wall, judge.has_value());
                     if (adapter_id) vs.adapter_id = *adapter_id;
                     vs.adapter_path = adapter_path;
+                    vs.tokens = rstats;
+                    rep.tokens.add(rstats);
                     log_info("  {:<10} {} {:.3f} [{:.3f}, {:.3f}] over {} calls ({} skipped), {:.0f} ms/call", variant,
                              vs.main.metric, vs.main.iv.value, vs.main.iv.lo, vs.main.iv.hi, vs.n, vs.skipped, vs.ms_per_call);
                     for (const auto& r : rs) {
@@ -717,6 +731,13 @@ eval_report run_eval(store::db& d, const eval_options& o) {
             rep.previous = prev;
         }
         rep.seconds = seconds_since(t0);
+        if (rep.tokens.calls > 0)
+            log_info("prompt tokens computed: {} of {} ({:.2f}x; {} from the prefix cache); with the {} generated, {:.2f}x "
+                     "of what a per-call engine runs",
+                     rep.tokens.prefill_tokens, rep.tokens.prompt_tokens,
+                     double(rep.tokens.prefill_tokens) / std::max<int64_t>(1, rep.tokens.prompt_tokens),
+                     rep.tokens.cached_tokens, rep.tokens.generated_tokens,
+                     double(rep.tokens.processed_tokens()) / std::max<int64_t>(1, rep.tokens.per_call_tokens()));
         store::insert_eval_results(d, rows);
         auto summary = rep.to_json();
         if (store::stop_requested()) {

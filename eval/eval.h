@@ -19,6 +19,7 @@
 #include <nlohmann/json.hpp>
 
 #include "eval/metrics.h"
+#include "model/prefix.h"
 #include "store/stages.h"
 
 namespace slm::model {
@@ -71,6 +72,30 @@ struct replay_options {
     /// Appends each generation batch as a JSON line {"prompts": [[ids]], "max_new_tokens", "eos_ids",
     /// "seconds", "generated_tokens"}: what bench/eval replays through HF generate ("" = no).
     std::string dump_prompts;
+    /// Prompt prefixes shared by a batch's calls (system prompt, tool schemas) are prefilled once,
+    /// and kept in an LRU of prefix KV caches for the later batches.
+    model::prefix_options prefix;
+    /// The LRU to use (run_eval keeps one across clusters and variants: it empties itself when the
+    /// weights or the adapter change); nullptr: one for this replay() call.
+    model::prefix_cache* prefix_cache = nullptr;
+};
+
+/// What one replay() computed, summed over its batches: the prompt side against what a per-call
+/// engine (every prompt prefilled whole) would run.
+struct replay_stats {
+    int64_t calls = 0;             ///< calls generated
+    int64_t prompt_tokens = 0;     ///< their prompt tokens
+    int64_t prefill_tokens = 0;    ///< prompt tokens run through the model (a shared prefix once)
+    int64_t cached_tokens = 0;     ///< prompt tokens whose keys/values came from the prefix cache
+    int64_t prefill_pad = 0;       ///< padding positions run in prefill
+    int64_t generated_tokens = 0;
+    double prefill_s = 0, decode_s = 0;
+    int64_t per_call_tokens() const { return prompt_tokens + generated_tokens; }
+    int64_t processed_tokens() const { return prefill_tokens + generated_tokens; }
+    void add(const replay_stats& o);
+    /// {calls, prompt_tokens, prefill_tokens, cached_tokens, prefill_pad, generated_tokens,
+    /// per_call_tokens, processed_tokens, processed_share, prefill_share, prefill_s, decode_s}
+    nlohmann::ordered_json to_json() const;
 };
 
 /// One call to replay, with the in-context examples to show first (icl variant; empty otherwise).
@@ -103,7 +128,8 @@ using replay_progress = std::function<void(int64_t done, int64_t total)>;
 /// prompt length, and scores each answer. Results in item order. Calls that cannot be rendered or
 /// do not fit are returned with skipped=true and the reason (never silently dropped).
 std::vector<replay_result> replay(const model::language_model& lm, const std::vector<replay_item>& items,
-                                  const replay_options& o, const replay_progress& progress = {});
+                                  const replay_options& o, const replay_progress& progress = {},
+                                  replay_stats* stats = nullptr);
 
 /// The system prompt the icl variant shows: the call's own system message (if any) followed by
 /// the examples, each as its last user message and its logged answer in the model's response form.
@@ -154,6 +180,7 @@ struct variant_summary {
     double ms_per_call = 0;                ///< SLM latency a call saw in its batch, measured here
     double calls_per_s = 0;                ///< SLM throughput of the whole replay
     double tokens_per_s = 0;               ///< SLM decode tokens/s
+    replay_stats tokens;                   ///< tokens computed vs a per-call engine
     int64_t adapter_id = 0;                ///< customized
     std::string adapter_path;
     std::vector<double> scores;            ///< per evaluated call (for the share's bootstrap)
@@ -200,6 +227,7 @@ struct eval_report {
     std::optional<int64_t> previous_run;   ///< the eval run before this one on the same clustering run
     nlohmann::ordered_json previous;       ///< its summary (shares and verdicts), for comparison
     nlohmann::ordered_json prices;         ///< which price entries were used
+    replay_stats tokens;                   ///< over every variant and cluster
     double seconds = 0;
     nlohmann::ordered_json to_json() const;
 };

@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <cmath>
 #include <numeric>
+#include <optional>
 
 #include <fmt/format.h>
 
@@ -13,6 +14,7 @@
 #include "model/chat-template.h"
 #include "model/conversation.h"
 #include "model/model.h"
+#include "model/prefix.h"
 #include "model/response-codec.h"
 
 namespace slm::eval {
@@ -255,8 +257,35 @@ std::optional<prepared> prepare(const model::language_model& lm, const model::re
 
 }  // namespace
 
+void replay_stats::add(const replay_stats& o) {
+    calls += o.calls;
+    prompt_tokens += o.prompt_tokens;
+    prefill_tokens += o.prefill_tokens;
+    cached_tokens += o.cached_tokens;
+    prefill_pad += o.prefill_pad;
+    generated_tokens += o.generated_tokens;
+    prefill_s += o.prefill_s;
+    decode_s += o.decode_s;
+}
+
+nlohmann::ordered_json replay_stats::to_json() const {
+    auto share = [](int64_t a, int64_t b) { return b > 0 ? double(a) / double(b) : 0.0; };
+    return {{"calls", calls},
+            {"prompt_tokens", prompt_tokens},
+            {"prefill_tokens", prefill_tokens},
+            {"cached_tokens", cached_tokens},
+            {"prefill_pad", prefill_pad},
+            {"generated_tokens", generated_tokens},
+            {"per_call_tokens", per_call_tokens()},
+            {"processed_tokens", processed_tokens()},
+            {"processed_share", share(processed_tokens(), per_call_tokens())},
+            {"prefill_share", share(prefill_tokens, prompt_tokens)},
+            {"prefill_s", prefill_s},
+            {"decode_s", decode_s}};
+}
+
 std::vector<replay_result> replay(const model::language_model& lm, const std::vector<replay_item>& items,
-                                  const replay_options& o, const replay_progress& progress) {
+                                  const replay_options& o, const replay_progress& progress, replay_stats* stats) {
     if (!lm.has_chat_template())
         throw user_error(fmt::format("{} has no chat template: eval renders the logged calls as chats", lm.info().path),
                          "use an instruct model (GGUF with tokenizer.chat_template, or an HF dir with tokenizer_config.json)");
@@ -281,6 +310,9 @@ std::vector<replay_result> replay(const model::language_model& lm, const std::ve
     // batches of similar prompt length: left padding costs prefill work on every padded position
     std::stable_sort(order.begin(), order.end(),
                      [&](size_t a, size_t b) { return prep[a].prompt.size() < prep[b].prompt.size(); });
+    std::optional<model::prefix_cache> own;
+    model::prefix_cache* prefixes = nullptr;
+    if (o.prefix.enabled) prefixes = o.prefix_cache ? o.prefix_cache : &own.emplace(o.prefix);
     int64_t done = static_cast<int64_t>(items.size() - order.size());
     if (progress) progress(done, static_cast<int64_t>(items.size()));
     for (size_t b = 0; b < order.size(); b += static_cast<size_t>(o.batch_size)) {
@@ -298,10 +330,23 @@ std::vector<replay_result> replay(const model::language_model& lm, const std::ve
             tp.sampling.max_tokens = static_cast<int>(
                 std::min<int64_t>(o.max_new_tokens, static_cast<int64_t>(std::ceil(1.5 * longest_ref)) + 16));
         tp.stop = lm.chat().stop_strings();
+        tp.prefixes = prefixes;
         model::generate_stats st;
         const auto t0 = std::chrono::steady_clock::now();
         auto gens = lm.generate_ids(prompts, tp, &st);
         const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+        if (stats) {
+            replay_stats b;
+            b.calls = static_cast<int64_t>(prompts.size());
+            for (const auto& p : prompts) b.prompt_tokens += static_cast<int64_t>(p.size());
+            b.prefill_tokens = st.prefill_tokens;
+            b.cached_tokens = st.cached_tokens;
+            b.prefill_pad = st.prefill_pad;
+            b.generated_tokens = st.generated_tokens;
+            b.prefill_s = st.prefill_s;
+            b.decode_s = st.decode_s;
+            stats->add(b);
+        }
         if (!o.dump_prompts.empty()) {
             int64_t gen_tokens = 0;
             std::vector<int32_t> first;

@@ -145,7 +145,9 @@ finetune_report finetune_cluster(store::db& d, const finetune_options& o) {
                              {"eval_every", o.train.eval_every},
                              {"patience", o.train.patience},
                              {"seed", o.train.seed},
-                             {"time_budget_s", o.train.time_budget_s}};
+                             {"time_budget_s", o.train.time_budget_s},
+                             {"share_prefixes", o.train.prefix.enabled},
+                             {"min_shared_tokens", o.train.prefix.min_tokens}};
     store::run_scope run(d, "finetune", params.dump(), store::on_signal::stop);
     return run.guard([&] {
         rep.run_id = run.id();

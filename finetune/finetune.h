@@ -15,6 +15,7 @@
 #include <nlohmann/json.hpp>
 
 #include "model/lora-config.h"
+#include "model/prefix.h"
 #include "store/stages.h"
 
 namespace slm::model {
@@ -99,6 +100,10 @@ struct train_options {
     std::function<bool()> should_stop;
     std::function<void(const train_progress&)> on_progress;
     nlohmann::json fingerprint;      ///< stored in checkpoints; a resume with a different one is refused
+    /// Examples of a micro-batch that share a prompt prefix of at least prefix.min_tokens tokens run
+    /// it once (its keys/values expanded over the group); the loss and its gradients are those of
+    /// running each example alone (up to rounding); prefix.enabled = false runs every example whole.
+    model::prefix_options prefix;
     /// Writes each step's micro-batches as JSON lines {"step", "batch": [{"ids", "prompt_len"}]}:
     /// what bench/finetune feeds the peer so both train on the same batches ("" = no).
     std::string dump_batches;
@@ -118,12 +123,15 @@ struct train_result {
     std::string stop_reason;          ///< done, early_stop, time_budget, interrupted
     std::optional<double> val_first, val_best;
     int best_step = 0;
-    int64_t tokens = 0;               ///< non-pad tokens processed in training (this process)
+    int64_t tokens = 0;               ///< non-pad tokens processed in training (this process); a
+                                      ///< shared prefix counts once per micro-batch
+    int64_t per_call_tokens = 0;      ///< what running each example whole would process
     int64_t pad_tokens = 0;           ///< padding positions processed
     int64_t loss_tokens = 0;          ///< positions that carried loss
     double train_s = 0;               ///< seconds in training steps (this process)
     int resumed_from = 0;             ///< step the run continued from (0: fresh)
     double tokens_per_s() const { return train_s > 0 ? tokens / train_s : 0; }
+    double processed_share() const { return per_call_tokens > 0 ? double(tokens) / per_call_tokens : 0; }
     double padding_share() const { return tokens + pad_tokens > 0 ? double(pad_tokens) / (tokens + pad_tokens) : 0; }
     nlohmann::json to_json() const;
 };
@@ -136,7 +144,22 @@ train_result train_lora(model::llama_model& m, const std::vector<example>& train
                         const train_options& o);
 
 /// Mean loss over `xs` (no gradient): what validation computes.
-double mean_loss(const model::llama_model& m, const std::vector<example>& xs, int batch_size, int64_t ce_chunk = 512);
+double mean_loss(const model::llama_model& m, const std::vector<example>& xs, int batch_size, int64_t ce_chunk = 512,
+                 const model::prefix_options& prefix = {});
+
+/// Token counts of one micro-batch.
+struct batch_tokens {
+    int64_t processed = 0;  ///< non-pad positions run (a shared prefix once)
+    int64_t pad = 0;        ///< padding positions run
+    int64_t per_call = 0;   ///< positions of the examples run whole, one by one
+    int64_t loss = 0;       ///< positions that carry loss
+};
+
+/// The sum of the token losses of `xs` run as one micro-batch, differentiable with respect to the
+/// adapters: train_lora's inner step (shared prefixes per `prefix`), for tests and benches.
+torch::Tensor batch_loss_sum(const model::llama_model& m, const std::vector<example>& xs,
+                             const model::prefix_options& prefix, int64_t ce_chunk = 512,
+                             batch_tokens* counts = nullptr);
 
 // ---- the recipe over the store -----------------------------------------------------------------
 

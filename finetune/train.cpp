@@ -1,6 +1,6 @@
 // train_lora(): LoRA training on encoded examples. Length-bucketed batches (right padding, no mask:
-// with causal attention a real token never sees the padding after it), loss only on response
-// positions (hidden states gathered first, the vocabulary projection chunked), AdamW with warmup +
+// with causal attention a real token never sees the padding after it), each shared prompt prefix
+// of a micro-batch run once (model/prefix.h), loss only on response positions (hidden states gathered first, the vocabulary projection chunked), AdamW with warmup +
 // cosine, gradient accumulation and clipping, validation, early stopping, checkpoints, resume.
 #include <torch/torch.h>
 
@@ -19,6 +19,7 @@
 #include "finetune/finetune.h"
 #include "model/adapter.h"
 #include "model/llama.h"
+#include "model/prefix.h"
 
 namespace fs = std::filesystem;
 
@@ -41,6 +42,8 @@ nlohmann::json train_result::to_json() const {
                         {"pad_tokens", pad_tokens},
                         {"padding_share", padding_share()},
                         {"loss_tokens", loss_tokens},
+                        {"per_call_tokens", per_call_tokens},
+                        {"processed_share", processed_share()},
                         {"train_s", train_s},
                         {"tokens_per_s", tokens_per_s()},
                         {"resumed_from", resumed_from},
@@ -52,56 +55,103 @@ nlohmann::json train_result::to_json() const {
 
 namespace {
 
-// One micro-batch: tokens (B, T) right-padded, and the flat positions b*T + t whose next token
-// carries loss, with those next tokens.
-struct batch {
-    torch::Tensor tokens;    // (B, T) int64
+// One micro-batch as parts, one per group of examples that share their first L prompt tokens
+// (model/prefix.h; L = 0: a part of examples that share nothing): the prefix (1, L) runs once, the
+// suffixes (G, T) right-padded after it, attending to the prefix's keys/values. loss_pos: the flat
+// suffix positions g*T + t whose next token carries loss, with those next tokens.
+struct part {
+    torch::Tensor prefix;    // (1, L) int64, undefined when L = 0
+    torch::Tensor tokens;    // (G, T) int64
     torch::Tensor loss_pos;  // (N) int64
     torch::Tensor targets;   // (N) int64
-    int64_t real = 0, pad = 0;
 };
 
-batch make_batch(const std::vector<example>& xs, const std::vector<int64_t>& which, torch::Device dev) {
-    int64_t T = 0;
-    for (auto i : which) T = std::max<int64_t>(T, xs[i].ids.size());
-    const int64_t B = which.size();
-    auto tok = torch::zeros({B, T}, torch::kInt64);
-    auto* tp = tok.data_ptr<int64_t>();
-    std::vector<int64_t> pos, tgt;
-    batch b;
-    for (int64_t r = 0; r < B; ++r) {
-        const auto& e = xs[which[r]];
-        const int64_t n = e.ids.size();
-        for (int64_t t = 0; t < n; ++t) tp[r * T + t] = e.ids[t];
-        for (int64_t t = std::max<int64_t>(e.prompt_len, 1); t < n; ++t) {
-            pos.push_back(r * T + t - 1);
-            tgt.push_back(e.ids[t]);
+struct batch {
+    std::vector<part> parts;
+    batch_tokens n;
+};
+
+batch make_batch(const std::vector<example>& xs, const std::vector<int64_t>& which, torch::Device dev,
+                 const model::prefix_options& po) {
+    std::vector<model::prefix_group> groups;
+    if (po.enabled) {
+        std::vector<std::vector<int32_t>> seqs;
+        std::vector<int64_t> caps;  // the prefix ends before the first position that carries loss
+        for (auto i : which) {
+            seqs.push_back(xs[i].ids);
+            caps.push_back(std::max<int64_t>(xs[i].prompt_len, 1) - 1);
         }
-        b.real += n;
-        b.pad += T - n;
+        groups = model::find_prefix_groups(seqs, caps, po.min_tokens);
+    } else {
+        groups.emplace_back();
+        for (size_t r = 0; r < which.size(); ++r) groups[0].members.push_back(r);
     }
-    b.tokens = tok.to(dev);
-    b.loss_pos = torch::tensor(pos, torch::kInt64).to(dev);
-    b.targets = torch::tensor(tgt, torch::kInt64).to(dev);
+    batch b;
+    for (const auto& g : groups) {
+        const int64_t L = g.len, G = static_cast<int64_t>(g.members.size());
+        int64_t T = 0;
+        for (auto r : g.members) T = std::max<int64_t>(T, static_cast<int64_t>(xs[which[r]].ids.size()) - L);
+        auto tok = torch::zeros({G, T}, torch::kInt64);
+        auto* tp = tok.data_ptr<int64_t>();
+        std::vector<int64_t> pos, tgt;
+        for (int64_t r = 0; r < G; ++r) {
+            const auto& e = xs[which[g.members[r]]];
+            const int64_t n = e.ids.size();
+            for (int64_t t = L; t < n; ++t) tp[r * T + t - L] = e.ids[t];
+            for (int64_t t = std::max<int64_t>(e.prompt_len, 1); t < n; ++t) {
+                pos.push_back(r * T + t - 1 - L);
+                tgt.push_back(e.ids[t]);
+            }
+            b.n.processed += n - L;
+            b.n.pad += T - (n - L);
+            b.n.per_call += n;
+        }
+        b.n.processed += L;
+        b.n.loss += static_cast<int64_t>(tgt.size());
+        part p;
+        if (L > 0) {
+            const auto& first = xs[which[g.members[0]]].ids;
+            p.prefix = torch::tensor(std::vector<int64_t>(first.begin(), first.begin() + L), torch::kInt64)
+                           .unsqueeze(0)
+                           .to(dev);  // (1, L)
+        }
+        p.tokens = tok.to(dev);
+        p.loss_pos = torch::tensor(pos, torch::kInt64).to(dev);
+        p.targets = torch::tensor(tgt, torch::kInt64).to(dev);
+        b.parts.push_back(std::move(p));
+    }
     return b;
 }
 
 // Sum of the token losses of a batch. The LM head runs only on the gathered loss positions, in
 // chunks: with a 49k vocabulary the full (B, T, V) logits would dominate the step.
 torch::Tensor loss_sum(const model::llama_model& m, const batch& b, int64_t chunk) {
-    model::forward_args a;
-    a.tokens = b.tokens;
-    a.hidden = true;
-    auto h = m.forward(a);  // (B, T, C) float32
-    auto hs = h.reshape({-1, h.size(-1)}).index_select(0, b.loss_pos).to(m.dtype());  // (N, C)
-    const int64_t N = hs.size(0);
-    torch::Tensor total = torch::zeros({}, torch::TensorOptions().dtype(torch::kFloat32).device(h.device()));
-    for (int64_t s = 0; s < N; s += chunk) {
-        const int64_t n = std::min(chunk, N - s);
-        auto logits = torch::linear(hs.narrow(0, s, n), m.output).to(torch::kFloat32);  // (n, V)
-        total = total + torch::nn::functional::cross_entropy(
-                            logits, b.targets.narrow(0, s, n),
-                            torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum));
+    torch::Tensor total = torch::zeros({}, torch::TensorOptions().dtype(torch::kFloat32).device(m.device()));
+    for (const auto& p : b.parts) {
+        if (p.targets.numel() == 0) continue;
+        model::kv_prefix pre;  // (1, K, L, D) per layer, read by every suffix of the group
+        model::forward_args a;
+        a.tokens = p.tokens;
+        a.hidden = true;
+        if (p.prefix.defined()) {
+            model::forward_args a0;
+            a0.tokens = p.prefix;
+            a0.hidden = true;
+            a0.last_only = true;  // no loss on the prompt: only its keys/values are used
+            a0.capture = &pre;
+            m.forward(a0);
+            a.prefix = &pre;
+        }
+        auto h = m.forward(a);  // (G, T, C) float32
+        auto hs = h.reshape({-1, h.size(-1)}).index_select(0, p.loss_pos).to(m.dtype());  // (N, C)
+        const int64_t N = hs.size(0);
+        for (int64_t s = 0; s < N; s += chunk) {
+            const int64_t n = std::min(chunk, N - s);
+            auto logits = torch::linear(hs.narrow(0, s, n), m.output).to(torch::kFloat32);  // (n, V)
+            total = total + torch::nn::functional::cross_entropy(
+                                logits, p.targets.narrow(0, s, n),
+                                torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum));
+        }
     }
     return total;
 }
@@ -249,7 +299,17 @@ ckpt_state load_checkpoint(const std::string& dir, std::vector<torch::Tensor>& p
 
 }  // namespace
 
-double mean_loss(const model::llama_model& m, const std::vector<example>& xs, int batch_size, int64_t ce_chunk) {
+torch::Tensor batch_loss_sum(const model::llama_model& m, const std::vector<example>& xs,
+                             const model::prefix_options& prefix, int64_t ce_chunk, batch_tokens* counts) {
+    std::vector<int64_t> all(xs.size());
+    std::iota(all.begin(), all.end(), 0);
+    auto b = make_batch(xs, all, m.device(), prefix);
+    if (counts) *counts = b.n;
+    return loss_sum(m, b, ce_chunk);
+}
+
+double mean_loss(const model::llama_model& m, const std::vector<example>& xs, int batch_size, int64_t ce_chunk,
+                 const model::prefix_options& prefix) {
     torch::NoGradGuard ng;
     std::vector<int64_t> order(xs.size());
     std::iota(order.begin(), order.end(), 0);
@@ -258,10 +318,10 @@ double mean_loss(const model::llama_model& m, const std::vector<example>& xs, in
     int64_t n = 0;
     for (size_t s = 0; s < order.size(); s += batch_size) {
         std::vector<int64_t> which(order.begin() + s, order.begin() + std::min(order.size(), s + batch_size));
-        auto b = make_batch(xs, which, m.device());
-        if (b.targets.numel() == 0) continue;
+        auto b = make_batch(xs, which, m.device(), prefix);
+        if (b.n.loss == 0) continue;
         sum += loss_sum(m, b, ce_chunk).item<double>();
-        n += b.targets.numel();
+        n += b.n.loss;
     }
     return n > 0 ? sum / n : std::nan("");
 }
@@ -319,7 +379,7 @@ train_result train_lora(model::llama_model& m, const std::vector<example>& train
     };
     auto validate = [&](int step) -> std::optional<double> {
         if (vs.empty()) return std::nullopt;
-        const double v = mean_loss(m, vs, o.batch_size, o.ce_chunk);
+        const double v = mean_loss(m, vs, o.batch_size, o.ce_chunk, o.prefix);
         if (!st.val_first) st.val_first = v;
         if (!st.val_best || v < *st.val_best) {
             st.val_best = v;
@@ -383,8 +443,8 @@ train_result train_lora(model::llama_model& m, const std::vector<example>& train
                 epoch = epoch_batches(xs, o.batch_size, o.bucket, o.seed, e);
                 cur_epoch = e;
             }
-            micro.push_back(make_batch(xs, epoch[i], m.device()));
-            n_loss += micro.back().targets.numel();
+            micro.push_back(make_batch(xs, epoch[i], m.device(), o.prefix));
+            n_loss += micro.back().n.loss;
             if (dump) {
                 nlohmann::json rows = nlohmann::json::array();
                 for (auto k : epoch[i]) rows.push_back({{"ids", xs[k].ids}, {"prompt_len", xs[k].prompt_len}});
@@ -397,14 +457,15 @@ train_result train_lora(model::llama_model& m, const std::vector<example>& train
         // step (the NaN guard needs both), not one per micro-batch
         torch::Tensor loss_acc;  // () float64, summed in micro-batch order
         for (auto& b : micro) {
-            if (b.targets.numel() == 0) continue;
+            if (b.n.loss == 0) continue;
             auto l = loss_sum(m, b, o.ce_chunk) / double(n_loss);
             l.backward();
             auto ld = l.detach().to(torch::kFloat64);
             loss_acc = loss_acc.defined() ? loss_acc + ld : ld;
-            r.tokens += b.real;
-            r.pad_tokens += b.pad;
-            r.loss_tokens += b.targets.numel();
+            r.tokens += b.n.processed;
+            r.pad_tokens += b.n.pad;
+            r.per_call_tokens += b.n.per_call;
+            r.loss_tokens += b.n.loss;
         }
         double gnorm = 0;
         if (o.clip > 0)

@@ -36,6 +36,11 @@ struct generate_stats {
     int64_t prompt_tokens = 0;     ///< real prompt tokens (no padding)
     int64_t generated_tokens = 0;  ///< kept tokens over all sequences
     int64_t decode_steps = 0;
+    /// Prompt tokens run through the model: prompt_tokens without sharing; with shared prefixes
+    /// (model/prefix.h) each group's prefix counts once and tokens from the prefix cache not at all.
+    int64_t prefill_tokens = 0;
+    int64_t prefill_pad = 0;       ///< padding positions run through the model in prefill
+    int64_t cached_tokens = 0;     ///< prompt tokens whose keys/values came from the prefix cache
     double prefill_s = 0, decode_s = 0;
     double decode_tokens_per_s() const { return decode_s > 0 ? generated_tokens / decode_s : 0; }
 };

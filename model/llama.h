@@ -117,6 +117,16 @@ struct kv_cache {
     int64_t batch() const { return k.empty() ? 0 : k[0].size(0); }
 };
 
+/// Keys and values of slots [0, len) that every row of a forward call continues, e.g. the prompt
+/// prefix a group of training examples shares: per layer (1|B, K, len, D) float32, after RoPE,
+/// every slot valid. Unlike kv_cache nothing is written into it: it may carry gradients, and the
+/// attention reads it expanded over the rows, so the gradient reaching it is the sum over the rows.
+struct kv_prefix {
+    std::vector<torch::Tensor> k;  ///< per layer (1|B, K, len, D)
+    std::vector<torch::Tensor> v;  ///< per layer (1|B, K, len, D)
+    int64_t len = 0;
+};
+
 /// Inputs of one forward call.
 struct forward_args {
     torch::Tensor tokens;     ///< (B, T) int64 token ids
@@ -125,6 +135,14 @@ struct forward_args {
     kv_cache* cache = nullptr;  ///< nullptr: no cache (training, scoring); else appended to
     bool last_only = false;   ///< logits for the last position only: (B, 1, V)
     bool hidden = false;      ///< return the final-norm hidden states (B, T, C) float32, not logits
+    /// Keys/values of the slots before this call's tokens (not with `cache`): positions default to
+    /// prefix->len + arange(T), key_valid (if any) covers prefix->len + T slots.
+    const kv_prefix* prefix = nullptr;
+    /// Receives every layer's keys/values of this call (the prefix's first), differentiable.
+    kv_prefix* capture = nullptr;
+    /// Never the 4-bit copies, however few rows: prefill sets it, so a prompt's keys/values do not
+    /// depend on how it was split (whole, or a shared prefix then a short suffix).
+    bool dense = false;
 };
 
 /// The decoder. Plain tensors (no nn::Module) so loaders fill them and LoRA finetuning adds
@@ -188,7 +206,7 @@ private:
     };
     torch::Tensor rope_cos_, rope_sin_;  // (context_length, D) rotate-half layout
     torch::Tensor attention(const llama_layer& L, int64_t layer, const torch::Tensor& x, const torch::Tensor& cos,
-                            const torch::Tensor& sin, const attn_mask& mask, kv_cache* cache) const;
+                            const torch::Tensor& sin, const attn_mask& mask, const forward_args& a) const;
 };
 
 /// RMSNorm in float32, cast back: w * x / sqrt(mean(x^2) + eps).   (..., C) -> (..., C)

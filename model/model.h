@@ -31,6 +31,7 @@ namespace slm::model {
 class llama_model;
 struct llama2c_vocab;
 class chat_template;  // model/chat-template.h
+class prefix_cache;   // model/prefix.h
 struct chat_message;  // model/chat-template.h
 
 /// How to load a checkpoint.
@@ -74,6 +75,8 @@ struct text_params {
     std::vector<std::string> stop;   ///< extra stop strings (the chat template's are added for chats)
     /// Streaming: called at sync points with a sequence's text so far (cut before any stop string).
     std::function<void(size_t seq, const std::string& text)> on_text;
+    /// Shared prompt prefixes computed once (model/prefix.h generate_shared); nullptr: each prompt whole.
+    prefix_cache* prefixes = nullptr;
 };
 
 /// One generated answer.

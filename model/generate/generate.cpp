@@ -1,6 +1,7 @@
-// Generation loop: chunked prefill of left-padded prompts, then one token per step for the whole
-// batch. The device never waits for the host between sync points; finished rows are dropped from
-// the batch (and the cache) at sync points once enough of them have finished.
+// Generation loop: chunked prefill (left-padded whole prompts here; shared prefixes computed once in
+// prefix-cache.cpp), then one token per step for the whole batch. The device never waits for the host
+// between sync points; finished rows are dropped from the batch (and the cache) at sync points once
+// enough of them have finished.
 #include "model/generate.h"
 
 #include <torch/torch.h>
@@ -12,6 +13,7 @@
 
 #include "common/common.h"
 #include "common/timing.h"
+#include "model/generate/prefill.h"
 #include "model/llama.h"
 
 namespace slm::model {
@@ -50,11 +52,57 @@ torch::Tensor sample(const torch::Tensor& logits, const sampling_params& p, cons
     return (order.defined() ? order.gather(1, pick) : pick).squeeze(1);      // (B)
 }
 
+// Left padding: row i's prompt occupies slots [pad_i, P); its token at slot s has position s - pad_i.
+detail::prefilled prefill_padded(const llama_model& model, const std::vector<std::vector<int32_t>>& prompts,
+                                 int64_t P, int64_t N, const sampling_params& params) {
+    const int64_t n_seq = static_cast<int64_t>(prompts.size());
+    const auto dev = model.device();
+    const auto i64 = torch::TensorOptions().dtype(torch::kInt64);
+    std::vector<int64_t> tok_host(n_seq * P, 0), pad(n_seq);
+    detail::prefilled st;
+    for (int64_t i = 0; i < n_seq; ++i) {
+        pad[i] = P - static_cast<int64_t>(prompts[i].size());
+        std::copy(prompts[i].begin(), prompts[i].end(), tok_host.begin() + i * P + pad[i]);
+        st.prefill_tokens += static_cast<int64_t>(prompts[i].size());
+        st.prefill_pad += pad[i];
+    }
+    auto tokens = torch::from_blob(tok_host.data(), {n_seq, P}, i64).to(dev);  // (B, P)
+    auto pad_t = torch::tensor(pad, i64).to(dev);                                // (B)
+    auto slots = torch::arange(P + N, i64.device(dev));                         // (P+N)
+    st.key_valid = slots.unsqueeze(0) >= pad_t.unsqueeze(1);                    // (B, P+N)
+    auto positions = (slots.narrow(0, 0, P).unsqueeze(0) - pad_t.unsqueeze(1)).clamp_min(0);  // (B, P)
+    st.cache = model.new_cache(n_seq, P + N);
+    const int64_t chunk = std::max(1, params.prefill_chunk);
+    for (int64_t s = 0; s < P; s += chunk) {
+        const int64_t n = std::min(chunk, P - s);
+        forward_args a;
+        a.tokens = tokens.narrow(1, s, n);
+        a.positions = positions.narrow(1, s, n);
+        a.key_valid = st.key_valid;
+        a.cache = &st.cache;
+        a.last_only = true;
+        a.dense = true;
+        st.logits = model.forward(a);
+    }
+    st.next_pos = (P - pad_t).unsqueeze(1);  // (B, 1)
+    st.rows.resize(n_seq);
+    std::iota(st.rows.begin(), st.rows.end(), 0);
+    return st;
+}
+
 }  // namespace
 
 std::vector<generation> generate(const llama_model& model, const std::vector<std::vector<int32_t>>& prompts,
                                  const sampling_params& params, const stop_callback& on_sync,
                                  generate_stats* stats) {
+    return detail::run_generation(model, prompts, params, on_sync, stats, nullptr);
+}
+
+namespace detail {
+
+std::vector<generation> run_generation(const llama_model& model, const std::vector<std::vector<int32_t>>& prompts,
+                                       const sampling_params& params, const stop_callback& on_sync,
+                                       generate_stats* stats, const prefill_fn& prefill) {
     c10::InferenceMode guard;
     const auto& cfg = model.config;
     const int64_t n_seq = static_cast<int64_t>(prompts.size());
@@ -86,47 +134,28 @@ std::vector<generation> generate(const llama_model& model, const std::vector<std
 
     const auto dev = model.device();
     const auto i64 = torch::TensorOptions().dtype(torch::kInt64);
-    // left padding: row i's prompt occupies slots [pad_i, P); its token at slot s has position s - pad_i
-    std::vector<int64_t> tok_host(n_seq * P, 0), pad(n_seq);
-    for (int64_t i = 0; i < n_seq; ++i) {
-        pad[i] = P - static_cast<int64_t>(prompts[i].size());
-        std::copy(prompts[i].begin(), prompts[i].end(), tok_host.begin() + i * P + pad[i]);
-    }
-    auto tokens = torch::from_blob(tok_host.data(), {n_seq, P}, i64).to(dev);  // (B, P)
-    auto pad_t = torch::tensor(pad, i64).to(dev);                                // (B)
-    auto slots = torch::arange(P + N, i64.device(dev));                         // (P+N)
-    auto key_valid = slots.unsqueeze(0) >= pad_t.unsqueeze(1);                   // (B, P+N)
-    auto positions = (slots.narrow(0, 0, P).unsqueeze(0) - pad_t.unsqueeze(1)).clamp_min(0);  // (B, P)
-
-    auto cache = model.new_cache(n_seq, P + N);
     model.prepare_decode(n_seq);  // one-time work (4-bit copies) stays out of the timings
     auto t0 = clock_type::now();
-    torch::Tensor logits;  // (B, 1, V)
-    const int64_t chunk = std::max(1, params.prefill_chunk);
-    for (int64_t s = 0; s < P; s += chunk) {
-        const int64_t n = std::min(chunk, P - s);
-        forward_args a;
-        a.tokens = tokens.narrow(1, s, n);
-        a.positions = positions.narrow(1, s, n);
-        a.key_valid = key_valid;
-        a.cache = &cache;
-        a.last_only = true;
-        logits = model.forward(a);
-    }
+    prefilled st = prefill ? prefill(P, N) : prefill_padded(model, prompts, P, N, params);
+    auto& cache = st.cache;
+    auto& key_valid = st.key_valid;
+    torch::Tensor logits = st.logits;  // (B, 1, V)
     if (stats) {
         if (dev.is_cuda()) logits.cpu();  // wait for the device so the timing is honest
         stats->prefill_s = seconds_since(t0);
+        stats->prefill_tokens = st.prefill_tokens;
+        stats->prefill_pad = st.prefill_pad;
+        stats->cached_tokens = st.cached_tokens;
     }
     auto t1 = clock_type::now();
 
     // draws for sampling come from one CPU generator, one per original sequence and step, so a
     // sequence's randomness does not depend on which rows are still running
     auto gen = at::detail::createCPUGenerator(params.seed);
-    std::vector<int64_t> rows(n_seq);  // batch row -> sequence index
-    std::iota(rows.begin(), rows.end(), 0);
+    std::vector<int64_t> rows = st.rows;  // batch row -> sequence index
     std::vector<char> done(n_seq, 0);
-    auto next_pos = (P - pad_t).unsqueeze(1);  // (B, 1) position of the next token
-    auto rows_t = torch::arange(n_seq, i64).to(dev);
+    auto next_pos = st.next_pos;  // (B, 1) position of the next token
+    auto rows_t = torch::tensor(rows, i64).to(dev);
     auto pending = torch::empty({n_seq, sync_every}, i64.device(dev));  // tokens since the last sync
     int64_t steps = 0, in_pending = 0;
 
@@ -207,4 +236,5 @@ std::vector<generation> generate(const llama_model& model, const std::vector<std
     return out;
 }
 
+}  // namespace detail
 }  // namespace slm::model

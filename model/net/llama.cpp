@@ -317,14 +317,15 @@ torch::Tensor apply_rope(const torch::Tensor& x, const torch::Tensor& cos, const
 
 torch::Tensor llama_model::attention(const llama_layer& L, int64_t layer, const torch::Tensor& x,
                                      const torch::Tensor& cos, const torch::Tensor& sin, const attn_mask& mask,
-                                     kv_cache* cache) const {
+                                     const forward_args& a) const {
+    kv_cache* cache = a.cache;
     const auto& c = config;
     const int64_t B = x.size(0), T = x.size(1), H = c.n_heads, K = c.n_kv_heads, D = c.head_dim, R = H / K;
     torch::Tensor q, k, v;
     const bool no_qkv_lora = !L.wq.has_lora() && !L.wk.has_lora() && !L.wv.has_lora();
     if (L.qkv_weight.defined() && L.wq.bias.defined() == L.qkv_bias.defined()) {
         // one matmul for the three base projections; adapters (training) add their deltas after
-        auto qkv = no_qkv_lora && use_int4(x) && L.qkv4.defined()
+        auto qkv = no_qkv_lora && !a.dense && use_int4(x) && L.qkv4.defined()
                        ? (L.qkv_bias.defined() ? L.qkv4.forward(x) + L.qkv_bias : L.qkv4.forward(x))
                        : linear(x, L.qkv_weight, L.qkv_bias);  // (B, T, (H + 2K) * D)
         q = qkv.narrow(-1, 0, H * D);
@@ -356,6 +357,17 @@ torch::Tensor llama_model::attention(const llama_layer& L, int64_t layer, const 
         cache->v[layer].narrow(2, past, T).copy_(v);
         keys = cache->k[layer].narrow(2, 0, past + T);
         values = cache->v[layer].narrow(2, 0, past + T);
+    } else if (a.prefix) {
+        // the attention kernels take one key tensor per row: the prefix's keys are expanded into
+        // it (read, not recomputed), and expand's backward sums the rows' gradients
+        auto pk = a.prefix->k[layer], pv = a.prefix->v[layer];  // (1|B, K, P, D)
+        if (pk.size(0) != B) pk = pk.expand({B, -1, -1, -1}), pv = pv.expand({B, -1, -1, -1});
+        keys = torch::cat({pk, k}, 2);    // (B, K, P+T, D)
+        values = torch::cat({pv, v}, 2);
+    }
+    if (a.capture) {
+        a.capture->k[layer] = keys;
+        a.capture->v[layer] = values;
     }
     const int64_t S = keys.size(2);
     torch::Tensor y;  // (B, H, T, D) float32
@@ -384,7 +396,7 @@ torch::Tensor llama_model::attention(const llama_layer& L, int64_t layer, const 
                                              /*scale=*/std::nullopt, /*enable_gqa=*/K != H);  // (B, H, T, D)
     }
     y = y.transpose(1, 2).reshape({B, T, H * D}).to(x.scalar_type());                 // (B, T, H*D)
-    if (use_int4(y) && L.wo4.defined() && !L.wo.has_lora()) return L.wo4.forward(y);
+    if (!a.dense && use_int4(y) && L.wo4.defined() && !L.wo.has_lora()) return L.wo4.forward(y);
     return L.wo.forward(y);                                                       // (B, T, C)
 }
 
@@ -392,7 +404,16 @@ torch::Tensor llama_model::forward(const forward_args& a) const {
     const auto& c = config;
     SLM_ASSERT(a.tokens.dim() == 2, "tokens must be (B, T)");
     const int64_t B = a.tokens.size(0), T = a.tokens.size(1);
-    const int64_t past = a.cache ? a.cache->len : 0, S = past + T;
+    SLM_ASSERT(!(a.cache && a.prefix), "a forward call takes a cache or a prefix, not both");
+    const int64_t past = a.cache ? a.cache->len : a.prefix ? a.prefix->len : 0, S = past + T;
+    if (a.prefix)
+        SLM_ASSERT(a.prefix->k.size() == layers.size() && a.prefix->v.size() == layers.size(),
+                   "prefix has {} layers, the model {}", a.prefix->k.size(), layers.size());
+    if (a.capture) {
+        a.capture->k.assign(layers.size(), torch::Tensor());
+        a.capture->v.assign(layers.size(), torch::Tensor());
+        a.capture->len = S;
+    }
     if (a.cache) {
         SLM_ASSERT(a.cache->batch() == B, "cache batch {} != {}", a.cache->batch(), B);
         SLM_ASSERT(S <= a.cache->capacity(), "cache overflow: {} slots needed, {} allocated", S, a.cache->capacity());
@@ -430,12 +451,12 @@ torch::Tensor llama_model::forward(const forward_args& a) const {
     auto x = torch::embedding(tok_embd, a.tokens);  // (B, T, C)
     for (size_t l = 0; l < layers.size(); ++l) {
         const auto& L = layers[l];
-        auto h = x + attention(L, static_cast<int64_t>(l), rms_norm(x, L.attn_norm, c.rms_eps), cos, sin, mask, a.cache);
+        auto h = x + attention(L, static_cast<int64_t>(l), rms_norm(x, L.attn_norm, c.rms_eps), cos, sin, mask, a);
         auto m = rms_norm(h, L.ffn_norm, c.rms_eps);  // (B, T, C)
         torch::Tensor gate, up;  // (B, T, F)
         if (L.gate_up_weight.defined()) {
             const bool no_lora = !L.w_gate.has_lora() && !L.w_up.has_lora();
-            auto gu = no_lora && use_int4(m) && L.gate_up4.defined() ? L.gate_up4.forward(m)
+            auto gu = no_lora && !a.dense && use_int4(m) && L.gate_up4.defined() ? L.gate_up4.forward(m)
                                                                      : linear(m, L.gate_up_weight, torch::Tensor());  // (B, T, 2F)
             gate = gu.narrow(-1, 0, c.ffn_dim);
             up = gu.narrow(-1, c.ffn_dim, c.ffn_dim);
@@ -448,7 +469,7 @@ torch::Tensor llama_model::forward(const forward_args& a) const {
             gate = L.w_gate.forward(m), up = L.w_up.forward(m);
         }
         auto act = torch::silu(gate) * up;  // (B, T, F)
-        auto ff = use_int4(act) && L.down4.defined() && !L.w_down.has_lora() ? L.down4.forward(act)
+        auto ff = !a.dense && use_int4(act) && L.down4.defined() && !L.w_down.has_lora() ? L.down4.forward(act)
                                                                             : L.w_down.forward(act);  // (B, T, C)
         x = h + ff;
     }
@@ -456,7 +477,7 @@ torch::Tensor llama_model::forward(const forward_args& a) const {
     if (a.last_only) x = x.narrow(1, T - 1, 1);  // (B, 1, C)
     x = rms_norm(x, out_norm, c.rms_eps);
     if (a.hidden) return x.to(torch::kFloat32);  // (B, T, C)
-    if (use_int4(x) && output4.defined()) return output4.forward(x).to(torch::kFloat32);  // (B, T, V)
+    if (!a.dense && use_int4(x) && output4.defined()) return output4.forward(x).to(torch::kFloat32);  // (B, T, V)
     return linear(x, output, torch::Tensor()).to(torch::kFloat32);  // (B, T, V)
 }
 

@@ -7,6 +7,7 @@
 #include "common/common.h"
 #include "model/chat-template.h"
 #include "model/format/llama2c.h"
+#include "model/prefix.h"
 
 namespace slm::model {
 
@@ -110,7 +111,8 @@ std::vector<completion> language_model::generate_ids(const std::vector<std::vect
             return keep;
         };
     }
-    auto gens = model::generate(*decoder_, prompts, sp, cb, stats);
+    auto gens = p.prefixes ? generate_shared(*decoder_, prompts, sp, *p.prefixes, cb, stats)
+                           : model::generate(*decoder_, prompts, sp, cb, stats);
     std::vector<completion> out(gens.size());
     for (size_t i = 0; i < gens.size(); ++i) {
         out[i].reason = gens[i].reason;
