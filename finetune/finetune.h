@@ -155,11 +155,8 @@ struct batch_tokens {
     int64_t loss = 0;       ///< positions that carry loss
 };
 
-/// The sum of the token losses of `xs` run as one micro-batch, differentiable with respect to the
-/// adapters: train_lora's inner step (shared prefixes per `prefix`), for tests and benches.
-torch::Tensor batch_loss_sum(const model::llama_model& m, const std::vector<example>& xs,
-                             const model::prefix_options& prefix, int64_t ce_chunk = 512,
-                             batch_tokens* counts = nullptr);
+// batch_loss_sum (train_lora's inner step, a tensor) is declared in finetune/train-step.h: this
+// header stays free of libtorch.
 
 // ---- the recipe over the store -----------------------------------------------------------------
 

@@ -17,6 +17,7 @@
 #include "common/common.h"
 #include "common/timing.h"
 #include "finetune/finetune.h"
+#include "finetune/train-step.h"
 #include "model/adapter.h"
 #include "model/llama.h"
 #include "model/prefix.h"

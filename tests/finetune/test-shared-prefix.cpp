@@ -9,6 +9,7 @@
 
 #include "common/common.h"
 #include "finetune/finetune.h"
+#include "finetune/train-step.h"
 #include "model/adapter.h"
 #include "model/llama.h"
 #include "model/model.h"
