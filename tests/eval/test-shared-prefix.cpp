@@ -56,7 +56,7 @@ std::vector<store::call_row> agent_calls() {
 
 TEST_CASE("replay with shared prefixes: same answers and scores, prefixes prefilled once" *
           doctest::skip(!have_smollm2())) {
-    set_torch_threads(1);
+    model::set_torch_threads(1);
     model::load_options lo;
     lo.dtype = "fp32";
     auto lm = model::load_model(model::default_smollm2_path(), lo);
