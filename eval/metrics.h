@@ -303,9 +303,12 @@ verdict_rule make_verdict_rule(double threshold, bool binary, int64_t min_calls,
 
 /// Share of volume in replaceable clusters: sum(volume of replaceable) / sum(volume).
 /// The interval is a stratified bootstrap over calls within clusters: each of `resamples`
-/// replicates redraws every cluster's scores with replacement (same size), re-applies `rule` to
-/// each cluster, and recomputes the share with the volumes held fixed (they are counts of the whole
-/// log, not a sample); the interval is the 2.5% / 97.5% percentiles of the replicate shares.
+/// replicates redraws every cluster's scores (same size), re-applies `rule` to each cluster, and
+/// recomputes the share with the volumes held fixed (they are counts of the whole log, not a
+/// sample); the interval is the 2.5% / 97.5% percentiles of the replicate shares. Continuous
+/// scores are resampled with replacement; binary ones (all 0/1) are drawn as n Bernoulli(p) with
+/// p from the Jeffreys posterior Beta(k + 1/2, n - k + 1/2), so that 10/10 right does not give a
+/// zero-width interval (a plain resample of all-ones is all-ones in every replicate).
 /// Why not Wilson on calls: a cluster's verdict is one decision about all its calls, so the calls in
 /// replaceable clusters are not independent successes; the uncertainty is in each cluster's
 /// verdict, which is what the replicates vary. `rules` has one entry per cluster (kinds differ).
