@@ -122,7 +122,7 @@ struct normalizer::impl {
     struct clean_entry {
         std::string raw, out;
     };
-    static constexpr size_t clean_slots = 512, clean_min = 64, clean_max = 16384;
+    static constexpr size_t clean_slots = 512, clean_min = 64, clean_max = 65536;  // 20 KB agent prompts fit
     std::vector<clean_entry> clean_ = std::vector<clean_entry>(clean_slots);
 
     static size_t clean_slot(const char* p, size_t n) {

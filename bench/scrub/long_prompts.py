@@ -1,7 +1,10 @@
 #!/usr/bin/env python3
 # Long-prompt collect input for the scrub benchmark (issue 16): sample_logs' Data-Flywheel records with
 # their system prompt grown to ~20 KB of airline-agent policy prose (seeded, stdlib-only).
-"""python3 bench/scrub/long_prompts.py OUT.jsonl [SIZE_MB] : writes at least SIZE_MB (default 55) MB."""
+"""python3 bench/scrub/long_prompts.py OUT.jsonl [SIZE_MB] [--same-policy] : writes at least SIZE_MB
+(default 55) MB. Each call gets its own ~20 KB policy (every sentence re-drawn: nothing repeats from
+call to call, the worst case for the normalizer's cache), or with --same-policy one policy per agent
+node (workload id), as a real agent's logs hold: the same policy text opens every call of a node."""
 import json
 import random
 import sys
@@ -21,8 +24,11 @@ POLICY = [
 
 
 def main():
-    out, size = sys.argv[1], float(sys.argv[2]) if len(sys.argv) > 2 else 55.0
+    args = [a for a in sys.argv[1:] if a != "--same-policy"]
+    same = len(args) != len(sys.argv) - 1
+    out, size = args[0], float(args[1]) if len(args) > 1 else 55.0
     rng = random.Random(16)
+    fixed = {}
     recs = []
     for name in ("workflow_operator.jsonl", "software_company.jsonl", "gui_controller.jsonl"):
         recs += (ROOT / "sample_logs" / name).read_text(encoding="utf-8").splitlines()
@@ -32,9 +38,13 @@ def main():
         while written < size * 1e6:
             r = json.loads(recs[i % len(recs)])
             i += 1
-            policy = []
-            while sum(len(p) for p in policy) < 20000:
-                policy.append(rng.choice(POLICY).format(n=rng.randrange(2, 9), m=rng.randrange(50, 500)))
+            policy = fixed.get(r.get("workload_id")) if same else None
+            if policy is None:
+                policy = []
+                while sum(len(p) for p in policy) < 20000:
+                    policy.append(rng.choice(POLICY).format(n=rng.randrange(2, 9), m=rng.randrange(50, 500)))
+                if same:
+                    fixed[r.get("workload_id")] = policy
             msgs = r["request"]["messages"]
             msgs[0]["content"] = msgs[0]["content"] + "\n\n# Airline policy\n" + "\n".join(policy)
             r["response"]["id"] = f"chatcmpl-bench{i:019d}"
