@@ -30,8 +30,10 @@ echo "== machine: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), 
 python3 bench/prefix/long_prefix.py --calls 240 > "$out/long_prefix.jsonl"
 for set in "${sets[@]}"; do
   case $set in
-    sample_logs) logs=sample_logs/workflow_operator.jsonl; pick=send_email; bs=4 ;;
-    long_prefix) logs=$out/long_prefix.jsonl; pick=""; bs=4 ;;
+    sample_logs) logs=sample_logs/workflow_operator.jsonl; pick=send_email; bs=4; rows=0 ;;
+    # the peer runs these one row per forward (same step, gradients accumulated): four 2450-token
+    # rows with full fp32 logits in one forward ran out of 24 GB
+    long_prefix) logs=$out/long_prefix.jsonl; pick=""; bs=4; rows=1 ;;
     *) echo "unknown set $set (sample_logs, long_prefix)" >&2; exit 2 ;;
   esac
   d=$out/$set
@@ -54,7 +56,7 @@ PY
   "$slm" $ft --out "$d/ad-plain" --no-share-prefixes > "$d/ft-plain.json"
   echo "   transformers + peft fp32 on the same batches (load $(load))"
   "$py" bench/finetune/peer_peft.py --gguf "$gguf" --batches "$d/batches.jsonl" --dtype fp32 --rank 8 --alpha 16 \
-    --dropout 0 --lr 2e-4 > "$d/peer-ft.json"
+    --dropout 0 --lr 2e-4 --rows-per-forward $rows > "$d/peer-ft.json"
   ev="eval --db $db --all --variants base --max-calls $calls --batch-size 8 --max-prompt-tokens 4096 --base $gguf --json -q"
   echo "   eval base, $calls test calls per cluster (load $(load))"
   "$slm" $ev --dump-prompts "$d/prompts-shared.jsonl" > "$d/ev-shared.json"
