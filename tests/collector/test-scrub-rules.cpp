@@ -22,7 +22,6 @@ std::string scrub1(const std::string& in, uint32_t* total = nullptr) {
     return out;
 }
 
-std::string rep(char c, size_t n) { return std::string(n, c); }
 const std::string H32 = "0a1b2c3d4e5f60718293a4b5c6d7e8f9", A36 = "aB3dE5gH7jK9mN1pQ3sT5vW7yZ9bC1dE3fG5";
 
 // rule name -> {caught, kept}
