@@ -3,6 +3,7 @@
 #include "store/store.h"
 
 #include <sqlite3.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 
 #include "common/common.h"
@@ -30,7 +31,38 @@ void db::fail(std::string_view what, std::string_view sql) const {
     throw user_error(msg, hint);
 }
 
+namespace {
+
+// SQLite's page-cache lines come from one anonymous mapping that the kernel may back with 2 MB pages
+// (madvise; where transparent huge pages are off it is plain memory). collect's 128 MB cache
+// (tune_for_bulk_load) fills fresh memory as the database grows, and with lines from malloc the 4 KB
+// page faults were 11% of a long-prompt collect: this took it from 112-152 to 169-173 MB/s (55 MB,
+// one core, bench/scrub) and a 200 MB short-prompt collect from 80-83 to 90-92 MB/s. Lines are
+// touched only when used (MAP_NORESERVE); pages larger than 16 KB, or a full pool, fall back to
+// malloc. Must run before SQLite initialises, so before the first open.
+void configure_page_cache() {
+    static const bool done = [] {
+        int hdr = 0;
+        if (sqlite3_config(SQLITE_CONFIG_PCACHE_HDRSZ, &hdr) != SQLITE_OK) return false;
+        const size_t line = (16384 + size_t(hdr) + 7) & ~size_t(7);
+        const size_t lines = 8448;  // 128 MB of 16 KB pages, and some for other connections
+        void* p = ::mmap(nullptr, line * lines, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+                         -1, 0);
+        if (p == MAP_FAILED) return false;
+        ::madvise(p, line * lines, MADV_HUGEPAGE);
+        if (sqlite3_config(SQLITE_CONFIG_PAGECACHE, p, int(line), int(lines)) != SQLITE_OK) {
+            ::munmap(p, line * lines);
+            return false;
+        }
+        return true;
+    }();
+    (void)done;
+}
+
+}  // namespace
+
 db db::open(const std::string& path, open_mode mode) {
+    configure_page_cache();
     db d;
     d.path_ = path;
     int flags = mode == open_mode::read_only ? SQLITE_OPEN_READONLY : (SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE);
