@@ -16,6 +16,8 @@ import time
 
 import torch
 
+from peer_batches import load_steps, loss_tokens, pad_right
+
 
 def main():
     ap = argparse.ArgumentParser()
@@ -49,37 +51,22 @@ def main():
     model.train()
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=a.lr, weight_decay=0.0)
 
-    steps = {}
-    with open(a.batches) as f:
-        for line in f:
-            j = json.loads(line)
-            steps.setdefault(j["step"], []).append(j["batch"])
-    order = sorted(steps)
+    steps = load_steps(a.batches)
     if a.steps:
-        order = order[: a.steps]
+        steps = steps[: a.steps]
     losses, tokens, pad = [], 0, 0
     train_s = 0.0
-    for s in order:
-        micro = steps[s]
-        n_loss = sum(max(0, len(r["ids"]) - max(r["prompt_len"], 1)) for b in micro for r in b)
+    for _, micro in steps:
+        n_loss = loss_tokens(micro)
         t = time.time()
         opt.zero_grad()
         step_loss = 0.0
         if a.rows_per_forward > 0:
             micro = [b[i:i + a.rows_per_forward] for b in micro for i in range(0, len(b), a.rows_per_forward)]
         for b in micro:
-            T = max(len(r["ids"]) for r in b)
-            ids = torch.zeros(len(b), T, dtype=torch.long)
-            att = torch.zeros(len(b), T, dtype=torch.long)
-            labels = torch.full((len(b), T), -100, dtype=torch.long)
-            for i, r in enumerate(b):
-                n = len(r["ids"])
-                ids[i, :n] = torch.tensor(r["ids"])
-                att[i, :n] = 1
-                p = max(r["prompt_len"], 1)
-                labels[i, p:n] = ids[i, p:n]
-                tokens += n
-                pad += T - n
+            ids, att, labels, real, padded = pad_right(b)
+            tokens += real
+            pad += padded
             out = model(input_ids=ids, attention_mask=att)
             # HF's shifted cross-entropy, summed and divided by the step's loss tokens (as slmctl does)
             logits = out.logits[:, :-1].float()
@@ -92,7 +79,7 @@ def main():
         train_s += time.time() - t
         losses.append(step_loss)
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"engine": "transformers+peft", "dtype": a.dtype, "steps": len(order), "tokens": tokens,
+    print(json.dumps({"engine": "transformers+peft", "dtype": a.dtype, "steps": len(steps), "tokens": tokens,
                       "pad_tokens": pad, "train_s": train_s, "tokens_per_s": tokens / train_s, "losses": losses,
                       "load_s": load_s, "peak_rss_mb": rss_mb, "threads": a.threads,
                       "rows_per_forward": a.rows_per_forward,

@@ -17,6 +17,10 @@ import argparse
 import json
 import sys
 import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "finetune"))
+from peer_batches import load_steps, loss_tokens, pad_right  # noqa: E402
 
 
 def sync(dev):
@@ -72,35 +76,20 @@ def finetune(a):
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=a.lr, weight_decay=0.0)
-    steps = {}
-    with open(a.batches) as f:
-        for line in f:
-            j = json.loads(line)
-            steps.setdefault(j["step"], []).append(j["batch"])
-    order = sorted(steps)
+    steps = load_steps(a.batches)
     losses, tokens, pad, train_s = [], 0, 0, 0.0
     timed_tokens, timed_s = 0, 0.0  # without the first step (CUDA/cuBLAS warm-up), as slmctl reports both
-    for si, s in enumerate(order):
-        micro = steps[s]
-        n_loss = sum(max(0, len(r["ids"]) - max(r["prompt_len"], 1)) for b in micro for r in b)
+    for si, (_, micro) in enumerate(steps):
+        n_loss = loss_tokens(micro)
         sync(a.device)
         t = time.perf_counter()
         opt.zero_grad()
         step_loss = torch.zeros((), device=a.device, dtype=torch.float64)
         step_tokens = 0
         for b in micro:
-            T = max(len(r["ids"]) for r in b)
-            ids = torch.zeros(len(b), T, dtype=torch.long)
-            att = torch.zeros(len(b), T, dtype=torch.long)
-            labels = torch.full((len(b), T), -100, dtype=torch.long)
-            for i, r in enumerate(b):
-                n = len(r["ids"])
-                ids[i, :n] = torch.tensor(r["ids"])
-                att[i, :n] = 1
-                p = max(r["prompt_len"], 1)
-                labels[i, p:n] = ids[i, p:n]
-                step_tokens += n
-                pad += T - n
+            ids, att, labels, real, padded = pad_right(b)
+            step_tokens += real
+            pad += padded
             ids, att, labels = ids.to(a.device), att.to(a.device), labels.to(a.device)
             out = model(input_ids=ids, attention_mask=att)
             logits = out.logits[:, :-1].float()
@@ -119,7 +108,7 @@ def finetune(a):
             timed_s += dt
             timed_tokens += step_tokens
     out = {"mode": "finetune", "engine": "transformers+peft", "device": a.device, "dtype": a.dtype,
-           "steps": len(order), "tokens": tokens, "pad_tokens": pad, "train_s": train_s,
+           "steps": len(steps), "tokens": tokens, "pad_tokens": pad, "train_s": train_s,
            "tokens_per_s": tokens / train_s if train_s else 0,
            "tokens_per_s_after_first": timed_tokens / timed_s if timed_s else 0,
            "losses": losses, "load_s": load_s, "torch": torch.__version__}
