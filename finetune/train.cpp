@@ -1,6 +1,6 @@
 // train_lora(): LoRA training on encoded examples. Length-bucketed batches (right padding, no mask:
 // with causal attention a real token never sees the padding after it), each shared prompt prefix
-// of a micro-batch run once (model/prefix.h), loss only on response positions (hidden states gathered first, the vocabulary projection chunked), AdamW with warmup +
+// of a step run once across its micro-batches (model/prefix.h), loss only on response positions (hidden states gathered first, the vocabulary projection chunked), AdamW with warmup +
 // cosine, gradient accumulation and clipping, validation, early stopping, checkpoints, resume.
 #include <torch/torch.h>
 
@@ -56,12 +56,18 @@ nlohmann::json train_result::to_json() const {
 
 namespace {
 
-// One micro-batch as parts, one per group of examples that share their first L prompt tokens
-// (model/prefix.h; L = 0: a part of examples that share nothing): the prefix (1, L) runs once, the
-// suffixes (G, T) right-padded after it, attending to the prefix's keys/values. loss_pos: the flat
-// suffix positions g*T + t whose next token carries loss, with those next tokens.
+// One optimizer step's micro-batches, with the shared prompt prefixes found over the whole step
+// (model/prefix.h): each group of examples that share their first L prompt tokens runs that
+// prefix (1, L) once per step, and every micro-batch holding members of the group runs only their
+// suffixes, attending to the prefix's keys/values. The gradient through a prefix is the sum over
+// all the step's suffixes that read it, exactly as if each example had been run alone; a prefix
+// shared across micro-batches is back-propagated once, after the last of them (train_lora).
+//
+// A micro-batch is parts, one per group it holds members of: the suffixes (G, T) right-padded,
+// `group` the index of the step prefix they read (-1: examples that share nothing, run whole).
+// loss_pos: the flat suffix positions g*T + t whose next token carries loss, with those tokens.
 struct part {
-    torch::Tensor prefix;    // (1, L) int64, undefined when L = 0
+    int group = -1;
     torch::Tensor tokens;    // (G, T) int64
     torch::Tensor loss_pos;  // (N) int64
     torch::Tensor targets;   // (N) int64
@@ -69,80 +75,123 @@ struct part {
 
 struct batch {
     std::vector<part> parts;
-    batch_tokens n;
+    batch_tokens n;  // the micro-batch's suffixes (prefixes are counted once, in the step's)
 };
 
-batch make_batch(const std::vector<example>& xs, const std::vector<int64_t>& which, torch::Device dev,
-                 const model::prefix_options& po) {
-    std::vector<model::prefix_group> groups;
+struct step_batch {
+    std::vector<torch::Tensor> prefixes;  // (1, L) int64 per shared group
+    std::vector<batch> micro;
+    batch_tokens n;                       // the whole step, each prefix once
+    int64_t prefix_tokens = 0;            // the prefixes' share of n.processed
+};
+
+step_batch make_step(const std::vector<example>& xs, const std::vector<std::vector<int64_t>>& micro_which,
+                     torch::Device dev, const model::prefix_options& po) {
+    std::vector<int64_t> all;
+    for (const auto& w : micro_which) all.insert(all.end(), w.begin(), w.end());
+    // per position in `all`: the prefix group it reads and how many of its tokens that prefix holds
+    std::vector<int> group_of(all.size(), -1);
+    std::vector<int64_t> len_of(all.size(), 0);
+    step_batch sb;
     if (po.enabled) {
         std::vector<std::vector<int32_t>> seqs;
         std::vector<int64_t> caps;  // the prefix ends before the first position that carries loss
-        for (auto i : which) {
+        for (auto i : all) {
             seqs.push_back(xs[i].ids);
             caps.push_back(std::max<int64_t>(xs[i].prompt_len, 1) - 1);
         }
-        groups = model::find_prefix_groups(seqs, caps, po.min_tokens);
-    } else {
-        groups.emplace_back();
-        for (size_t r = 0; r < which.size(); ++r) groups[0].members.push_back(r);
+        for (const auto& g : model::find_prefix_groups(seqs, caps, po.min_tokens)) {
+            if (g.len == 0) continue;
+            const int gi = static_cast<int>(sb.prefixes.size());
+            const auto& first = xs[all[g.members[0]]].ids;
+            sb.prefixes.push_back(torch::tensor(std::vector<int64_t>(first.begin(), first.begin() + g.len), torch::kInt64)
+                                      .unsqueeze(0)
+                                      .to(dev));  // (1, L)
+            for (auto r : g.members) group_of[r] = gi, len_of[r] = g.len;
+            sb.prefix_tokens += g.len;
+        }
     }
-    batch b;
-    for (const auto& g : groups) {
-        const int64_t L = g.len, G = static_cast<int64_t>(g.members.size());
-        int64_t T = 0;
-        for (auto r : g.members) T = std::max<int64_t>(T, static_cast<int64_t>(xs[which[r]].ids.size()) - L);
-        auto tok = torch::zeros({G, T}, torch::kInt64);
-        auto* tp = tok.data_ptr<int64_t>();
-        std::vector<int64_t> pos, tgt;
-        for (int64_t r = 0; r < G; ++r) {
-            const auto& e = xs[which[g.members[r]]];
-            const int64_t n = e.ids.size();
-            for (int64_t t = L; t < n; ++t) tp[r * T + t - L] = e.ids[t];
-            for (int64_t t = std::max<int64_t>(e.prompt_len, 1); t < n; ++t) {
-                pos.push_back(r * T + t - 1 - L);
-                tgt.push_back(e.ids[t]);
+    size_t at = 0;  // position of the micro-batch's first example in `all`
+    for (const auto& which : micro_which) {
+        batch b;
+        // the micro-batch's members of each group, groups in the order of their first member here
+        std::vector<int> order;
+        std::vector<std::vector<size_t>> members;
+        for (size_t r = 0; r < which.size(); ++r) {
+            const int g = group_of[at + r];
+            auto it = std::find(order.begin(), order.end(), g);
+            if (it == order.end()) {
+                order.push_back(g);
+                members.emplace_back();
+                it = order.end() - 1;
             }
-            b.n.processed += n - L;
-            b.n.pad += T - (n - L);
-            b.n.per_call += n;
+            members[it - order.begin()].push_back(at + r);
         }
-        b.n.processed += L;
-        b.n.loss += static_cast<int64_t>(tgt.size());
-        part p;
-        if (L > 0) {
-            const auto& first = xs[which[g.members[0]]].ids;
-            p.prefix = torch::tensor(std::vector<int64_t>(first.begin(), first.begin() + L), torch::kInt64)
-                           .unsqueeze(0)
-                           .to(dev);  // (1, L)
+        for (size_t k = 0; k < order.size(); ++k) {
+            const int64_t G = static_cast<int64_t>(members[k].size());
+            int64_t T = 0;
+            for (auto r : members[k]) T = std::max<int64_t>(T, static_cast<int64_t>(xs[all[r]].ids.size()) - len_of[r]);
+            auto tok = torch::zeros({G, T}, torch::kInt64);
+            auto* tp = tok.data_ptr<int64_t>();
+            std::vector<int64_t> pos, tgt;
+            for (int64_t j = 0; j < G; ++j) {
+                const size_t r = members[k][j];
+                const auto& e = xs[all[r]];
+                const int64_t n = e.ids.size(), L = len_of[r];
+                for (int64_t t = L; t < n; ++t) tp[j * T + t - L] = e.ids[t];
+                for (int64_t t = std::max<int64_t>(e.prompt_len, 1); t < n; ++t) {
+                    pos.push_back(j * T + t - 1 - L);
+                    tgt.push_back(e.ids[t]);
+                }
+                b.n.processed += n - L;
+                b.n.pad += T - (n - L);
+                b.n.per_call += n;
+            }
+            b.n.loss += static_cast<int64_t>(tgt.size());
+            part p;
+            p.group = order[k];
+            p.tokens = tok.to(dev);
+            p.loss_pos = torch::tensor(pos, torch::kInt64).to(dev);
+            p.targets = torch::tensor(tgt, torch::kInt64).to(dev);
+            b.parts.push_back(std::move(p));
         }
-        p.tokens = tok.to(dev);
-        p.loss_pos = torch::tensor(pos, torch::kInt64).to(dev);
-        p.targets = torch::tensor(tgt, torch::kInt64).to(dev);
-        b.parts.push_back(std::move(p));
+        sb.n.processed += b.n.processed;
+        sb.n.pad += b.n.pad;
+        sb.n.per_call += b.n.per_call;
+        sb.n.loss += b.n.loss;
+        sb.micro.push_back(std::move(b));
+        at += which.size();
     }
-    return b;
+    sb.n.processed += sb.prefix_tokens;
+    return sb;
 }
 
-// Sum of the token losses of a batch. The LM head runs only on the gathered loss positions, in
-// chunks: with a 49k vocabulary the full (B, T, V) logits would dominate the step.
-torch::Tensor loss_sum(const model::llama_model& m, const batch& b, int64_t chunk) {
+// The keys/values of each of the step's prefixes, differentiable with respect to the adapters.
+std::vector<model::kv_prefix> run_prefixes(const model::llama_model& m, const step_batch& sb) {
+    std::vector<model::kv_prefix> pre(sb.prefixes.size());
+    for (size_t i = 0; i < pre.size(); ++i) {
+        model::forward_args a;
+        a.tokens = sb.prefixes[i];
+        a.hidden = true;
+        a.last_only = true;  // no loss on the prompt: only its keys/values are used
+        a.capture = &pre[i];
+        m.forward(a);
+    }
+    return pre;
+}
+
+// Sum of the token losses of a micro-batch, its suffixes reading `pre` (run_prefixes, or leaves
+// cut from it). The LM head runs only on the gathered loss positions, in chunks: with a 49k
+// vocabulary the full (B, T, V) logits would dominate the step.
+torch::Tensor loss_sum(const model::llama_model& m, const batch& b, const std::vector<model::kv_prefix>& pre,
+                       int64_t chunk) {
     torch::Tensor total = torch::zeros({}, torch::TensorOptions().dtype(torch::kFloat32).device(m.device()));
     for (const auto& p : b.parts) {
         if (p.targets.numel() == 0) continue;
-        model::kv_prefix pre;  // (1, K, L, D) per layer, read by every suffix of the group
         model::forward_args a;
         a.tokens = p.tokens;
         a.hidden = true;
-        if (p.prefix.defined()) {
-            model::forward_args a0;
-            a0.tokens = p.prefix;
-            a0.hidden = true;
-            a0.last_only = true;  // no loss on the prompt: only its keys/values are used
-            a0.capture = &pre;
-            m.forward(a0);
-            a.prefix = &pre;
-        }
+        if (p.group >= 0) a.prefix = &pre[p.group];
         auto h = m.forward(a);  // (G, T, C) float32
         auto hs = h.reshape({-1, h.size(-1)}).index_select(0, p.loss_pos).to(m.dtype());  // (N, C)
         const int64_t N = hs.size(0);
@@ -155,6 +204,33 @@ torch::Tensor loss_sum(const model::llama_model& m, const batch& b, int64_t chun
         }
     }
     return total;
+}
+
+// Leaves cut from the prefixes' keys/values: each micro-batch back-propagates into them (its graph
+// then freed), and backward_prefixes carries their summed gradients through the prefix graphs once.
+std::vector<model::kv_prefix> prefix_leaves(const std::vector<model::kv_prefix>& pre) {
+    std::vector<model::kv_prefix> out(pre.size());
+    for (size_t i = 0; i < pre.size(); ++i) {
+        out[i].len = pre[i].len;
+        for (const auto& k : pre[i].k) out[i].k.push_back(k.detach().requires_grad_(k.requires_grad()));
+        for (const auto& v : pre[i].v) out[i].v.push_back(v.detach().requires_grad_(v.requires_grad()));
+    }
+    return out;
+}
+
+void backward_prefixes(const std::vector<model::kv_prefix>& pre, const std::vector<model::kv_prefix>& leaves) {
+    std::vector<torch::Tensor> outs, grads;
+    for (size_t i = 0; i < pre.size(); ++i)
+        for (int kv = 0; kv < 2; ++kv) {
+            const auto& o = kv ? pre[i].v : pre[i].k;
+            const auto& l = kv ? leaves[i].v : leaves[i].k;
+            for (size_t j = 0; j < o.size(); ++j)
+                if (l[j].grad().defined()) {
+                    outs.push_back(o[j]);
+                    grads.push_back(l[j].grad());
+                }
+        }
+    if (!outs.empty()) torch::autograd::backward(outs, grads);
 }
 
 int64_t loss_count(const example& e) { return std::max<int64_t>(0, int64_t(e.ids.size()) - std::max<int64_t>(e.prompt_len, 1)); }
@@ -304,9 +380,9 @@ torch::Tensor batch_loss_sum(const model::llama_model& m, const std::vector<exam
                              const model::prefix_options& prefix, int64_t ce_chunk, batch_tokens* counts) {
     std::vector<int64_t> all(xs.size());
     std::iota(all.begin(), all.end(), 0);
-    auto b = make_batch(xs, all, m.device(), prefix);
-    if (counts) *counts = b.n;
-    return loss_sum(m, b, ce_chunk);
+    auto sb = make_step(xs, {all}, m.device(), prefix);
+    if (counts) *counts = sb.n;
+    return loss_sum(m, sb.micro[0], run_prefixes(m, sb), ce_chunk);
 }
 
 double mean_loss(const model::llama_model& m, const std::vector<example>& xs, int batch_size, int64_t ce_chunk,
@@ -315,16 +391,16 @@ double mean_loss(const model::llama_model& m, const std::vector<example>& xs, in
     std::vector<int64_t> order(xs.size());
     std::iota(order.begin(), order.end(), 0);
     std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return xs[a].ids.size() < xs[b].ids.size(); });
+    // the whole set as one step: each shared prefix runs once for all the micro-batches
+    std::vector<std::vector<int64_t>> micro;
+    for (size_t s = 0; s < order.size(); s += batch_size)
+        micro.emplace_back(order.begin() + s, order.begin() + std::min(order.size(), s + batch_size));
+    auto sb = make_step(xs, micro, m.device(), prefix);
+    const auto pre = run_prefixes(m, sb);
     double sum = 0;
-    int64_t n = 0;
-    for (size_t s = 0; s < order.size(); s += batch_size) {
-        std::vector<int64_t> which(order.begin() + s, order.begin() + std::min(order.size(), s + batch_size));
-        auto b = make_batch(xs, which, m.device(), prefix);
-        if (b.n.loss == 0) continue;
-        sum += loss_sum(m, b, ce_chunk).item<double>();
-        n += b.n.loss;
-    }
-    return n > 0 ? sum / n : std::nan("");
+    for (const auto& b : sb.micro)
+        if (b.n.loss > 0) sum += loss_sum(m, b, pre, ce_chunk).item<double>();
+    return sb.n.loss > 0 ? sum / sb.n.loss : std::nan("");
 }
 
 train_result train_lora(model::llama_model& m, const std::vector<example>& train, const std::vector<example>& val,
@@ -436,37 +512,48 @@ train_result train_lora(model::llama_model& m, const std::vector<example>& train
         const double lr = lr_at(step, total, warmup, o.lr, o.min_lr_ratio);
         for (auto& g : opt.param_groups()) static_cast<torch::optim::AdamWOptions&>(g.options()).lr(lr);
         // this step's micro-batches, and the loss tokens they hold (the step's loss is their mean)
-        std::vector<batch> micro;
-        int64_t n_loss = 0;
+        std::vector<std::vector<int64_t>> which;
         for (int a = 0; a < o.grad_accum; ++a, ++st.micro) {
             const int64_t e = st.micro / per_epoch, i = st.micro % per_epoch;
             if (e != cur_epoch) {
                 epoch = epoch_batches(xs, o.batch_size, o.bucket, o.seed, e);
                 cur_epoch = e;
             }
-            micro.push_back(make_batch(xs, epoch[i], m.device(), o.prefix));
-            n_loss += micro.back().n.loss;
+            which.push_back(epoch[i]);
             if (dump) {
                 nlohmann::json rows = nlohmann::json::array();
                 for (auto k : epoch[i]) rows.push_back({{"ids", xs[k].ids}, {"prompt_len", xs[k].prompt_len}});
                 *dump << nlohmann::json({{"step", step}, {"batch", rows}}).dump() << '\n';
             }
         }
+        // the step's shared prefixes are found over all its micro-batches and run once; the step's
+        // loss is the mean over the loss tokens of all of them
+        const auto sb = make_step(xs, which, m.device(), o.prefix);
+        const int64_t n_loss = sb.n.loss;
         const auto ts = std::chrono::steady_clock::now();
         opt.zero_grad();
         // the step's loss stays on the device until the gradient norm is read: one host wait per
         // step (the NaN guard needs both), not one per micro-batch
         torch::Tensor loss_acc;  // () float64, summed in micro-batch order
-        for (auto& b : micro) {
-            if (b.n.loss == 0) continue;
-            auto l = loss_sum(m, b, o.ce_chunk) / double(n_loss);
-            l.backward();
-            auto ld = l.detach().to(torch::kFloat64);
-            loss_acc = loss_acc.defined() ? loss_acc + ld : ld;
-            r.tokens += b.n.processed;
-            r.pad_tokens += b.n.pad;
-            r.per_call_tokens += b.n.per_call;
-            r.loss_tokens += b.n.loss;
+        if (n_loss > 0) {
+            const auto pre = run_prefixes(m, sb);
+            // one micro-batch: back-propagate straight through the prefixes; several: into leaves
+            // cut from them, each micro-batch's graph freed, then through the prefixes once
+            const bool one = sb.micro.size() == 1;
+            const auto leaves = one ? std::vector<model::kv_prefix>{} : prefix_leaves(pre);
+            r.tokens += sb.prefix_tokens;
+            for (const auto& b : sb.micro) {
+                if (b.n.loss == 0) continue;
+                r.tokens += b.n.processed;
+                r.pad_tokens += b.n.pad;
+                r.per_call_tokens += b.n.per_call;
+                r.loss_tokens += b.n.loss;
+                auto l = loss_sum(m, b, one ? pre : leaves, o.ce_chunk) / double(n_loss);
+                l.backward();
+                auto ld = l.detach().to(torch::kFloat64);
+                loss_acc = loss_acc.defined() ? loss_acc + ld : ld;
+            }
+            if (!one) backward_prefixes(pre, leaves);
         }
         double gnorm = 0;
         if (o.clip > 0)

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # bench/prefix: what computing each shared prompt prefix once buys, in one run, on two sets:
-#   sample_logs  the workflow operator's send_email cluster (1.0-1.6 KB prompts, short answers);
+#   sample_logs  the workflow operator's send_email cluster (1.0-1.6 KB prompts, short answers),
+#                steps of 32 examples (micro-batches of 4, 8 accumulated: each prefix runs once a step);
+#   sample_logs_b4  the same cluster in steps of one micro-batch of 4 (finetune only);
 #   long_prefix  bench/prefix/long_prefix.py: one airline-support agent node, a 4 KB policy and 14
 #                tool schemas opening every call, short requests, one tool call as the answer.
 # Per set, on SmolLM2-135M-Instruct:
@@ -30,11 +32,12 @@ echo "== machine: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), 
 python3 bench/prefix/long_prefix.py --calls 240 > "$out/long_prefix.jsonl"
 for set in "${sets[@]}"; do
   case $set in
-    sample_logs) logs=sample_logs/workflow_operator.jsonl; pick=send_email; bs=4; rows=0 ;;
+    sample_logs) logs=sample_logs/workflow_operator.jsonl; pick=send_email; bs=4; accum=8; rows=0 ;;
+    sample_logs_b4) logs=sample_logs/workflow_operator.jsonl; pick=send_email; bs=4; accum=1; rows=0 ;;
     # the peer runs these one row per forward (same step, gradients accumulated): four 2450-token
     # rows with full fp32 logits in one forward ran out of 24 GB
-    long_prefix) logs=$out/long_prefix.jsonl; pick=""; bs=4; rows=1 ;;
-    *) echo "unknown set $set (sample_logs, long_prefix)" >&2; exit 2 ;;
+    long_prefix) logs=$out/long_prefix.jsonl; pick=""; bs=4; accum=1; rows=1 ;;
+    *) echo "unknown set $set (sample_logs, sample_logs_b4, long_prefix)" >&2; exit 2 ;;
   esac
   d=$out/$set
   rm -rf "$d"; mkdir -p "$d"
@@ -49,21 +52,14 @@ c = next(c for c in cs if c["label"].startswith(pick)) if pick else max(cs, key=
 print(c["id"])
 PY
 )
-  ft="finetune --db $db --cluster $cluster --max-steps $steps --batch-size $bs --rank 8 --alpha 16 --lr 2e-4 \
+  ft="finetune --db $db --cluster $cluster --max-steps $steps --batch-size $bs --grad-accum $accum --rank 8 --alpha 16 --lr 2e-4 \
       --eval-every 0 --val-max 2 --max-tokens 4096 --seed 1 --json -q"
-  echo "== $set: cluster $cluster, finetune $steps steps of batch $bs (load $(load))"
+  echo "== $set: cluster $cluster, finetune $steps steps of $accum micro-batch(es) of $bs (load $(load))"
   "$slm" $ft --out "$d/ad-shared" --dump-batches "$d/batches.jsonl" > "$d/ft-shared.json"
   "$slm" $ft --out "$d/ad-plain" --no-share-prefixes > "$d/ft-plain.json"
   echo "   transformers + peft fp32 on the same batches (load $(load))"
   "$py" bench/finetune/peer_peft.py --gguf "$gguf" --batches "$d/batches.jsonl" --dtype fp32 --rank 8 --alpha 16 \
     --dropout 0 --lr 2e-4 --rows-per-forward $rows > "$d/peer-ft.json"
-  ev="eval --db $db --all --variants base --max-calls $calls --batch-size 8 --max-prompt-tokens 4096 --base $gguf --json -q"
-  echo "   eval base, $calls test calls per cluster (load $(load))"
-  "$slm" $ev --dump-prompts "$d/prompts-shared.jsonl" > "$d/ev-shared.json"
-  "$slm" $ev --no-share-prefixes --dump-prompts "$d/prompts-plain.jsonl" > "$d/ev-plain.json"
-  echo "   transformers generate on the same prompts (load $(load))"
-  "$py" bench/eval/peer_hf.py --gguf "$gguf" --prompts "$d/prompts-shared.jsonl" > "$d/peer-ev.json"
-  echo "   (load $(load))"
   python3 - "$d" "$set" <<'PY'
 import json, sys
 d, name = sys.argv[1:3]
@@ -78,6 +74,19 @@ fmt = lambda xs: " ".join("%.4f" % x for x in xs)
 print("  losses shared", fmt(c["train_loss"] for c in fs["curve"][1:]))
 print("  losses plain ", fmt(c["train_loss"] for c in fp["curve"][1:]))
 print("  losses peft  ", fmt(pf["losses"]))
+PY
+  if [[ $set == sample_logs_b4 ]]; then continue; fi  # the same eval as sample_logs
+  ev="eval --db $db --all --variants base --max-calls $calls --batch-size 8 --max-prompt-tokens 4096 --base $gguf --json -q"
+  echo "   eval base, $calls test calls per cluster (load $(load))"
+  "$slm" $ev --dump-prompts "$d/prompts-shared.jsonl" > "$d/ev-shared.json"
+  "$slm" $ev --no-share-prefixes --dump-prompts "$d/prompts-plain.jsonl" > "$d/ev-plain.json"
+  echo "   transformers generate on the same prompts (load $(load))"
+  "$py" bench/eval/peer_hf.py --gguf "$gguf" --prompts "$d/prompts-shared.jsonl" > "$d/peer-ev.json"
+  echo "   (load $(load))"
+  python3 - "$d" "$set" <<'PY'
+import json, sys
+d, name = sys.argv[1:3]
+J = lambda f: json.load(open(f"{d}/{f}"))
 es, ep, ph = J("ev-shared.json"), J("ev-plain.json"), J("peer-ev.json")
 t = es["tokens"]
 print(f"{name} eval: {t['calls']} calls, prompt tokens prefilled {t['prefill_tokens']} of {t['prompt_tokens']} "
@@ -86,6 +95,19 @@ print(f"{name} eval: {t['calls']} calls, prompt tokens prefilled {t['prefill_tok
 def gen(f):
     bs = [json.loads(l) for l in open(f"{d}/{f}")]
     return sum(len(b["prompts"]) for b in bs), sum(b["seconds"] for b in bs)
+# the floor for any prefix sharing: every distinct token prefix of the set's prompts computed once
+# (a trie over all of them, as if the cache held everything), plus the generated tokens
+trie, nodes = {}, 0
+for b in (json.loads(l) for l in open(f"{d}/prompts-shared.jsonl")):
+    for p in b["prompts"]:
+        node = trie
+        for x in p:
+            if x not in node:
+                node[x] = {}
+                nodes += 1
+            node = node[x]
+print(f"  floor (each distinct prefix once over the whole set): prompt {nodes / t['prompt_tokens']:.3f}x, "
+      f"with the generated {(nodes + t['generated_tokens']) / t['per_call_tokens']:.3f}x")
 n, s_sh = gen("prompts-shared.jsonl")
 n2, s_pl = gen("prompts-plain.jsonl")
 print(f"  generation: shared {n / s_sh:.3f} calls/s ({s_sh:.1f} s), per-call {n2 / s_pl:.3f} calls/s ({s_pl:.1f} s), "
