@@ -93,6 +93,37 @@ loss_and_grads run(model::llama_model& m, const std::vector<finetune::example>& 
     return r;
 }
 
+// Three draws of agent_examples as a training set; short-run options shared by the tests below.
+std::vector<finetune::example> three_nodes(uint64_t seed) {
+    std::vector<finetune::example> train;
+    for (uint64_t s = 0; s < 3; ++s) {
+        auto xs = agent_examples(seed + s);
+        train.insert(train.end(), xs.begin(), xs.end());
+    }
+    return train;
+}
+
+finetune::train_options short_run(uint64_t seed) {
+    finetune::train_options o;
+    o.lora.rank = 4;
+    o.lora.alpha = 8;
+    o.lr = 1e-2;
+    o.max_steps = 4;
+    o.eval_every = 2;
+    o.seed = seed;
+    o.prefix.min_tokens = 16;
+    return o;
+}
+
+void check_same_curve(const finetune::train_result& ra, const finetune::train_result& rb) {
+    REQUIRE(ra.curve.size() == rb.curve.size());
+    for (size_t i = 1; i < ra.curve.size(); ++i) {
+        INFO("step " << ra.curve[i].step);
+        CHECK(std::abs(ra.curve[i].train_loss - rb.curve[i].train_loss) <= 1e-5);
+        if (ra.curve[i].val_loss) CHECK(std::abs(*ra.curve[i].val_loss - *rb.curve[i].val_loss) <= 1e-5);
+    }
+}
+
 }  // namespace
 
 TEST_CASE("shared-prefix micro-batch: same loss and LoRA gradients as every example alone (fp32, 1e-5)") {
@@ -145,32 +176,15 @@ TEST_CASE("shared-prefix micro-batch: same loss and LoRA gradients as every exam
 
 TEST_CASE("train_lora with shared prefixes: the same loss curve, fewer tokens processed") {
     model::set_torch_threads(1);
-    std::vector<finetune::example> train, val;
-    for (uint64_t s = 0; s < 3; ++s) {
-        auto xs = agent_examples(10 + s);
-        train.insert(train.end(), xs.begin(), xs.end());
-    }
-    val = agent_examples(20);
-    finetune::train_options o;
-    o.lora.rank = 4;
-    o.lora.alpha = 8;
-    o.lr = 1e-2;
+    const auto train = three_nodes(10), val = agent_examples(20);
+    auto o = short_run(9);
     o.batch_size = 6;
-    o.max_steps = 4;
-    o.eval_every = 2;
-    o.seed = 9;
-    o.prefix.min_tokens = 16;
     auto a = tiny();
     auto ra = finetune::train_lora(a->decoder(), train, val, o);
     o.prefix.enabled = false;
     auto b = tiny();
     auto rb = finetune::train_lora(b->decoder(), train, val, o);
-    REQUIRE(ra.curve.size() == rb.curve.size());
-    for (size_t i = 1; i < ra.curve.size(); ++i) {
-        INFO("step " << ra.curve[i].step);
-        CHECK(std::abs(ra.curve[i].train_loss - rb.curve[i].train_loss) <= 1e-5);
-        if (ra.curve[i].val_loss) CHECK(std::abs(*ra.curve[i].val_loss - *rb.curve[i].val_loss) <= 1e-5);
-    }
+    check_same_curve(ra, rb);
     MESSAGE("tokens processed " << ra.tokens << " of " << ra.per_call_tokens << " (" << ra.processed_share() << "x)");
     CHECK(rb.tokens == rb.per_call_tokens);
     CHECK(ra.per_call_tokens == rb.per_call_tokens);
@@ -180,22 +194,10 @@ TEST_CASE("train_lora with shared prefixes: the same loss curve, fewer tokens pr
 
 TEST_CASE("gradient accumulation: a prefix shared across a step's micro-batches runs once, same curve and adapters") {
     model::set_torch_threads(1);
-    std::vector<finetune::example> train, val;
-    for (uint64_t s = 0; s < 3; ++s) {
-        auto xs = agent_examples(30 + s);
-        train.insert(train.end(), xs.begin(), xs.end());
-    }
-    val = agent_examples(40);
-    finetune::train_options o;
-    o.lora.rank = 4;
-    o.lora.alpha = 8;
-    o.lr = 1e-2;
+    const auto train = three_nodes(30), val = agent_examples(40);
+    auto o = short_run(11);
     o.batch_size = 2;
     o.grad_accum = 3;  // six examples a step in three micro-batches
-    o.max_steps = 4;
-    o.eval_every = 2;
-    o.seed = 11;
-    o.prefix.min_tokens = 16;
     test::temp_dir tmp;
     o.dump_batches = (tmp.path / "batches.jsonl").string();
     auto a = tiny();
@@ -204,12 +206,7 @@ TEST_CASE("gradient accumulation: a prefix shared across a step's micro-batches 
     o.dump_batches.clear();
     auto b = tiny();
     auto rb = finetune::train_lora(b->decoder(), train, val, o);
-    REQUIRE(ra.curve.size() == rb.curve.size());
-    for (size_t i = 1; i < ra.curve.size(); ++i) {
-        INFO("step " << ra.curve[i].step);
-        CHECK(std::abs(ra.curve[i].train_loss - rb.curve[i].train_loss) <= 1e-5);
-        if (ra.curve[i].val_loss) CHECK(std::abs(*ra.curve[i].val_loss - *rb.curve[i].val_loss) <= 1e-5);
-    }
+    check_same_curve(ra, rb);
     // the adapters after four steps: the gradients through the shared prefixes were the same sums
     const auto pa = model::lora_parameters(a->decoder()), pb = model::lora_parameters(b->decoder());
     REQUIRE(pa.size() == pb.size());
