@@ -244,3 +244,45 @@ TEST_CASE("gradient accumulation: a prefix shared across a step's micro-batches 
     CHECK(spread > 0);  // the case this test is about occurs
     CHECK(ra.tokens == expect);
 }
+
+// Not a check: where a SmolLM2-135M training step goes, op by op (issue #10's FLOP/s question).
+// Four 400-token examples sharing a 280-token prefix (what a sample_logs micro-batch holds), LoRA r 8
+// on every projection, three steps of batch_loss_sum + backward under torch's profiler; the trace
+// goes to $SLMCTL_TRACE (default /tmp/slm-train-trace.json): scripts/trace-self-time.py sums it.
+TEST_CASE("profile: SmolLM2 LoRA training step ops" * doctest::skip(true)) {
+    model::load_options lo;
+    lo.dtype = std::getenv("SLMCTL_BENCH_DTYPE") ? std::getenv("SLMCTL_BENCH_DTYPE") : "bf16";
+    lo.tokenizer = false;
+    lo.int4_decode = "off";
+    auto lm = model::load_model(model::default_smollm2_path(), lo);
+    auto& m = lm->decoder();
+    if (const char* e = std::getenv("SLMCTL_BENCH_THREADS")) model::set_torch_threads(std::atoi(e));
+    model::lora_config c;
+    c.rank = 8;
+    c.alpha = 16;
+    model::add_lora(m, c, 1);
+    randomize_adapters(m, 2);
+    std::mt19937_64 rng(3);
+    auto tok = [&] { return int32_t(100 + rng() % 40000); };
+    std::vector<int32_t> sys = {1};
+    for (int i = 1; i < 280; ++i) sys.push_back(tok());
+    std::vector<finetune::example> xs;
+    for (int k = 0; k < 4; ++k) {
+        finetune::example e;
+        e.ids = sys;
+        for (int i = 0; i < 60; ++i) e.ids.push_back(tok());
+        e.prompt_len = static_cast<int64_t>(e.ids.size());
+        for (int i = 0; i < 60; ++i) e.ids.push_back(tok());
+        xs.push_back(std::move(e));
+    }
+    model::prefix_options po;
+    auto step = [&] {
+        finetune::batch_tokens n;
+        auto l = finetune::batch_loss_sum(m, xs, po, 512, &n) / double(std::max<int64_t>(1, n.loss));
+        l.backward();
+    };
+    step();  // kernels and primitives created outside the trace
+    const char* path = std::getenv("SLMCTL_TRACE");
+    torch::autograd::profiler::RecordProfile rp(path ? path : "/tmp/slm-train-trace.json");
+    for (int i = 0; i < 3; ++i) step();
+}
