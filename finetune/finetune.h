@@ -124,7 +124,10 @@ struct train_result {
     std::optional<double> val_first, val_best;
     int best_step = 0;
     int64_t tokens = 0;               ///< non-pad tokens processed in training (this process); a
-                                      ///< shared prefix counts once per micro-batch
+                                      ///< shared prefix counts once per optimizer step
+    int64_t attention_pairs = 0;      ///< (query, visible key) pairs of the non-pad tokens processed:
+                                      ///< attention's matmul work is 4 * heads * head_dim FLOPs a
+                                      ///< pair per layer forward, twice that backward
     int64_t per_call_tokens = 0;      ///< what running each example whole would process
     int64_t pad_tokens = 0;           ///< padding positions processed
     int64_t loss_tokens = 0;          ///< positions that carried loss
@@ -153,6 +156,7 @@ struct batch_tokens {
     int64_t pad = 0;        ///< padding positions run
     int64_t per_call = 0;   ///< positions of the examples run whole, one by one
     int64_t loss = 0;       ///< positions that carry loss
+    int64_t attention_pairs = 0;  ///< (query, visible key) pairs of the processed positions
 };
 
 // batch_loss_sum (train_lora's inner step, a tensor) is declared in finetune/train-step.h: this

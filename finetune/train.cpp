@@ -40,6 +40,7 @@ nlohmann::json train_result::to_json() const {
                         {"stop_reason", stop_reason},
                         {"best_step", best_step},
                         {"tokens", tokens},
+                        {"attention_pairs", attention_pairs},
                         {"pad_tokens", pad_tokens},
                         {"padding_share", padding_share()},
                         {"loss_tokens", loss_tokens},
@@ -83,6 +84,7 @@ struct step_batch {
     std::vector<batch> micro;
     batch_tokens n;                       // the whole step, each prefix once
     int64_t prefix_tokens = 0;            // the prefixes' share of n.processed
+    int64_t prefix_pairs = 0;             // and of n.attention_pairs
 };
 
 step_batch make_step(const std::vector<example>& xs, const std::vector<std::vector<int64_t>>& micro_which,
@@ -109,6 +111,7 @@ step_batch make_step(const std::vector<example>& xs, const std::vector<std::vect
                                       .to(dev));  // (1, L)
             for (auto r : g.members) group_of[r] = gi, len_of[r] = g.len;
             sb.prefix_tokens += g.len;
+            sb.prefix_pairs += g.len * (g.len + 1) / 2;  // causal over the prefix
         }
     }
     size_t at = 0;  // position of the micro-batch's first example in `all`
@@ -144,6 +147,7 @@ step_batch make_step(const std::vector<example>& xs, const std::vector<std::vect
                     tgt.push_back(e.ids[t]);
                 }
                 b.n.processed += n - L;
+                b.n.attention_pairs += (n - L) * L + (n - L) * (n - L + 1) / 2;  // the prefix, then causal
                 b.n.pad += T - (n - L);
                 b.n.per_call += n;
             }
@@ -157,12 +161,14 @@ step_batch make_step(const std::vector<example>& xs, const std::vector<std::vect
         }
         sb.n.processed += b.n.processed;
         sb.n.pad += b.n.pad;
+        sb.n.attention_pairs += b.n.attention_pairs;
         sb.n.per_call += b.n.per_call;
         sb.n.loss += b.n.loss;
         sb.micro.push_back(std::move(b));
         at += which.size();
     }
     sb.n.processed += sb.prefix_tokens;
+    sb.n.attention_pairs += sb.prefix_pairs;
     return sb;
 }
 
@@ -542,9 +548,11 @@ train_result train_lora(model::llama_model& m, const std::vector<example>& train
             const bool one = sb.micro.size() == 1;
             const auto leaves = one ? std::vector<model::kv_prefix>{} : prefix_leaves(pre);
             r.tokens += sb.prefix_tokens;
+            r.attention_pairs += sb.prefix_pairs;
             for (const auto& b : sb.micro) {
                 if (b.n.loss == 0) continue;
                 r.tokens += b.n.processed;
+                r.attention_pairs += b.n.attention_pairs;
                 r.pad_tokens += b.n.pad;
                 r.per_call_tokens += b.n.per_call;
                 r.loss_tokens += b.n.loss;

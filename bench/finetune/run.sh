@@ -46,11 +46,16 @@ t = s["train"]
 # matmul FLOPs per processed token: forward 2*P, backward (input gradients only: frozen base) 2*P;
 # the LM head only on loss positions (forward + backward)
 flops = 4 * L * layer * t["tokens"] + 4 * C * V * t["loss_tokens"]
+# attention's two products (scores, weighted values): 4*H*D per (query, visible key) pair and layer
+# forward, twice that backward; slmctl counts the pairs it ran (a shared prefix once)
+attn = 3 * 4 * H * D * L * t.get("attention_pairs", 0)
 achieved = flops / t["train_s"] / 1e9
+achieved_all = (flops + attn) / t["train_s"] / 1e9
 dtype = info.get("dtype", "?")
 rss = lambda f: int(open(f).read().split()[-1]) / 1024
 print(f"slmctl    {t['tokens_per_s']:7.1f} tok/s  ({t['tokens']} tokens, {100*t['padding_share']:.1f}% padding, "
-      f"{t['train_s']:.1f} s, dtype {dtype}, peak RSS {rss(out + '/slm.rss'):.0f} MB)  model {achieved:.0f} GFLOP/s")
+      f"{t['train_s']:.1f} s, dtype {dtype}, peak RSS {rss(out + '/slm.rss'):.0f} MB)  model {achieved:.0f} GFLOP/s, "
+      f"{achieved_all:.0f} with attention")
 best = None
 for dt in ("fp32", "bf16"):
     p = json.load(open(f"{out}/peer-{dt}.json"))

@@ -228,12 +228,20 @@ TEST_CASE("gradient accumulation: a prefix shared across a step's micro-batches 
         }
     }
     REQUIRE(seqs.size() == 4);
-    int64_t expect = 0, spread = 0;
+    int64_t expect = 0, spread = 0, pairs = 0, pairs_whole = 0;
+    auto tri = [](int64_t n) { return n * (n + 1) / 2; };  // causal (query, key) pairs of n tokens
     for (const auto& [step, ss] : seqs) {
         REQUIRE(ss.size() == 6);
         for (const auto& s : ss) expect += static_cast<int64_t>(s.size());
+        for (const auto& s : ss) pairs_whole += tri(static_cast<int64_t>(s.size()));
         for (const auto& g : model::find_prefix_groups(ss, caps[step], 16)) {
             expect -= (static_cast<int64_t>(g.members.size()) - 1) * g.len;
+            // a prefix's pairs once; each suffix sees the prefix and itself causally
+            pairs += tri(g.len);
+            for (auto r : g.members) {
+                const int64_t t = static_cast<int64_t>(ss[r].size()) - g.len;
+                pairs += t * g.len + tri(t);
+            }
             // a group whose members sit in more than one micro-batch (micro-batch = position / 2)
             if (g.len > 0 && g.members.front() / 2 != g.members.back() / 2) ++spread;
         }
@@ -243,6 +251,9 @@ TEST_CASE("gradient accumulation: a prefix shared across a step's micro-batches 
     CHECK(rb.tokens == rb.per_call_tokens);
     CHECK(spread > 0);  // the case this test is about occurs
     CHECK(ra.tokens == expect);
+    CHECK(ra.attention_pairs == pairs);
+    CHECK(rb.attention_pairs == pairs_whole);
+    CHECK(ra.attention_pairs < rb.attention_pairs);
 }
 
 // Not a check: where a SmolLM2-135M training step goes, op by op (issue #10's FLOP/s question).
