@@ -62,7 +62,7 @@ namespace {
 // prefix (1, L) once per step, and every micro-batch holding members of the group runs only their
 // suffixes, attending to the prefix's keys/values. The gradient through a prefix is the sum over
 // all the step's suffixes that read it, exactly as if each example had been run alone; a prefix
-// shared across micro-batches is back-propagated once, after the last of them (train_lora).
+// shared across micro-batches is back-propagated once, after the last of them (for_each_micro).
 //
 // A micro-batch is parts, one per group it holds members of: the suffixes (G, T) right-padded,
 // `group` the index of the step prefix they read (-1: examples that share nothing, run whole).
@@ -83,6 +83,7 @@ struct step_batch {
     std::vector<torch::Tensor> prefixes;  // (1, L) int64 per shared group
     std::vector<batch> micro;
     batch_tokens n;                       // the whole step, each prefix once
+    std::vector<int> first_micro, last_micro;  // per prefix: the first and last micro-batch reading it
     int64_t prefix_tokens = 0;            // the prefixes' share of n.processed
     int64_t prefix_pairs = 0;             // and of n.attention_pairs
 };
@@ -114,6 +115,8 @@ step_batch make_step(const std::vector<example>& xs, const std::vector<std::vect
             sb.prefix_pairs += g.len * (g.len + 1) / 2;  // causal over the prefix
         }
     }
+    sb.first_micro.assign(sb.prefixes.size(), -1);
+    sb.last_micro.assign(sb.prefixes.size(), -1);
     size_t at = 0;  // position of the micro-batch's first example in `all`
     for (const auto& which : micro_which) {
         batch b;
@@ -154,6 +157,11 @@ step_batch make_step(const std::vector<example>& xs, const std::vector<std::vect
             b.n.loss += static_cast<int64_t>(tgt.size());
             part p;
             p.group = order[k];
+            if (p.group >= 0) {
+                auto& first = sb.first_micro[p.group];
+                if (first < 0) first = static_cast<int>(sb.micro.size());
+                sb.last_micro[p.group] = static_cast<int>(sb.micro.size());
+            }
             p.tokens = tok.to(dev);
             p.loss_pos = torch::tensor(pos, torch::kInt64).to(dev);
             p.targets = torch::tensor(tgt, torch::kInt64).to(dev);
@@ -172,22 +180,7 @@ step_batch make_step(const std::vector<example>& xs, const std::vector<std::vect
     return sb;
 }
 
-// The keys/values of each of the step's prefixes, differentiable with respect to the adapters.
-std::vector<model::kv_prefix> run_prefixes(const model::llama_model& m, const step_batch& sb) {
-    std::vector<model::kv_prefix> pre(sb.prefixes.size());
-    for (size_t i = 0; i < pre.size(); ++i) {
-        model::forward_args a;
-        a.tokens = sb.prefixes[i];
-        a.hidden = true;
-        a.last_only = true;  // no loss on the prompt: only its keys/values are used
-        a.capture = &pre[i];
-        m.forward(a);
-    }
-    return pre;
-}
-
-// Sum of the token losses of a micro-batch, its suffixes reading `pre` (run_prefixes, or leaves
-// cut from it). The LM head runs only on the gathered loss positions, in chunks: with a 49k
+// Sum of the token losses of a micro-batch, its suffixes reading `pre` (for_each_micro's prefixes). The LM head runs only on the gathered loss positions, in chunks: with a 49k
 // vocabulary the full (B, T, V) logits would dominate the step.
 torch::Tensor loss_sum(const model::llama_model& m, const batch& b, const std::vector<model::kv_prefix>& pre,
                        int64_t chunk) {
@@ -212,31 +205,50 @@ torch::Tensor loss_sum(const model::llama_model& m, const batch& b, const std::v
     return total;
 }
 
-// Leaves cut from the prefixes' keys/values: each micro-batch back-propagates into them (its graph
-// then freed), and backward_prefixes carries their summed gradients through the prefix graphs once.
-std::vector<model::kv_prefix> prefix_leaves(const std::vector<model::kv_prefix>& pre) {
-    std::vector<model::kv_prefix> out(pre.size());
-    for (size_t i = 0; i < pre.size(); ++i) {
-        out[i].len = pre[i].len;
-        for (const auto& k : pre[i].k) out[i].k.push_back(k.detach().requires_grad_(k.requires_grad()));
-        for (const auto& v : pre[i].v) out[i].v.push_back(v.detach().requires_grad_(v.requires_grad()));
-    }
-    return out;
-}
-
-void backward_prefixes(const std::vector<model::kv_prefix>& pre, const std::vector<model::kv_prefix>& leaves) {
-    std::vector<torch::Tensor> outs, grads;
-    for (size_t i = 0; i < pre.size(); ++i)
-        for (int kv = 0; kv < 2; ++kv) {
-            const auto& o = kv ? pre[i].v : pre[i].k;
-            const auto& l = kv ? leaves[i].v : leaves[i].k;
-            for (size_t j = 0; j < o.size(); ++j)
-                if (l[j].grad().defined()) {
-                    outs.push_back(o[j]);
-                    grads.push_back(l[j].grad());
-                }
+// Runs `f(micro-batch, prefixes)` over a step's micro-batches in order. Each prefix runs just before
+// the first micro-batch that reads it and is released after the last, so only the prefixes still
+// to be read are held. A prefix read by one micro-batch is used as it is: that micro-batch's
+// backward goes straight through it. One read by several is handed to them as leaves cut from its
+// keys/values; each micro-batch back-propagates into the leaves (its graph then freed), and after
+// the last one a single backward carries their summed gradients through the prefix.
+template <class F>
+void for_each_micro(const model::llama_model& m, const step_batch& sb, F&& f) {
+    const size_t P = sb.prefixes.size();
+    std::vector<model::kv_prefix> graph(P), use(P);
+    for (size_t mi = 0; mi < sb.micro.size(); ++mi) {
+        for (size_t p = 0; p < P; ++p) {
+            if (sb.first_micro[p] != static_cast<int>(mi)) continue;
+            model::forward_args a;
+            a.tokens = sb.prefixes[p];
+            a.hidden = true;
+            a.last_only = true;  // no loss on the prompt: only its keys/values are used
+            a.capture = &graph[p];
+            m.forward(a);
+            if (sb.last_micro[p] == sb.first_micro[p] || !torch::GradMode::is_enabled()) {
+                use[p] = std::move(graph[p]);
+                continue;
+            }
+            use[p].len = graph[p].len;
+            for (const auto& k : graph[p].k) use[p].k.push_back(k.detach().requires_grad_(k.requires_grad()));
+            for (const auto& v : graph[p].v) use[p].v.push_back(v.detach().requires_grad_(v.requires_grad()));
         }
-    if (!outs.empty()) torch::autograd::backward(outs, grads);
+        f(sb.micro[mi], use);
+        for (size_t p = 0; p < P; ++p) {
+            if (sb.last_micro[p] != static_cast<int>(mi)) continue;
+            std::vector<torch::Tensor> outs, grads;
+            for (size_t j = 0; j < graph[p].k.size(); ++j)
+                for (int kv = 0; kv < 2; ++kv) {
+                    const auto& leaf = kv ? use[p].v[j] : use[p].k[j];
+                    if (leaf.grad().defined()) {
+                        outs.push_back(kv ? graph[p].v[j] : graph[p].k[j]);
+                        grads.push_back(leaf.grad());
+                    }
+                }
+            if (!outs.empty()) torch::autograd::backward(outs, grads);
+            graph[p] = {};
+            use[p] = {};
+        }
+    }
 }
 
 int64_t loss_count(const example& e) { return std::max<int64_t>(0, int64_t(e.ids.size()) - std::max<int64_t>(e.prompt_len, 1)); }
@@ -388,7 +400,9 @@ torch::Tensor batch_loss_sum(const model::llama_model& m, const std::vector<exam
     std::iota(all.begin(), all.end(), 0);
     auto sb = make_step(xs, {all}, m.device(), prefix);
     if (counts) *counts = sb.n;
-    return loss_sum(m, sb.micro[0], run_prefixes(m, sb), ce_chunk);
+    torch::Tensor loss;  // one micro-batch: differentiable through its prefixes, for the caller's backward
+    for_each_micro(m, sb, [&](const batch& b, const std::vector<model::kv_prefix>& pre) { loss = loss_sum(m, b, pre, ce_chunk); });
+    return loss;
 }
 
 double mean_loss(const model::llama_model& m, const std::vector<example>& xs, int batch_size, int64_t ce_chunk,
@@ -402,10 +416,10 @@ double mean_loss(const model::llama_model& m, const std::vector<example>& xs, in
     for (size_t s = 0; s < order.size(); s += batch_size)
         micro.emplace_back(order.begin() + s, order.begin() + std::min(order.size(), s + batch_size));
     auto sb = make_step(xs, micro, m.device(), prefix);
-    const auto pre = run_prefixes(m, sb);
     double sum = 0;
-    for (const auto& b : sb.micro)
+    for_each_micro(m, sb, [&](const batch& b, const std::vector<model::kv_prefix>& pre) {
         if (b.n.loss > 0) sum += loss_sum(m, b, pre, ce_chunk).item<double>();
+    });
     return sb.n.loss > 0 ? sum / sb.n.loss : std::nan("");
 }
 
@@ -542,26 +556,20 @@ train_result train_lora(model::llama_model& m, const std::vector<example>& train
         // step (the NaN guard needs both), not one per micro-batch
         torch::Tensor loss_acc;  // () float64, summed in micro-batch order
         if (n_loss > 0) {
-            const auto pre = run_prefixes(m, sb);
-            // one micro-batch: back-propagate straight through the prefixes; several: into leaves
-            // cut from them, each micro-batch's graph freed, then through the prefixes once
-            const bool one = sb.micro.size() == 1;
-            const auto leaves = one ? std::vector<model::kv_prefix>{} : prefix_leaves(pre);
             r.tokens += sb.prefix_tokens;
             r.attention_pairs += sb.prefix_pairs;
-            for (const auto& b : sb.micro) {
-                if (b.n.loss == 0) continue;
+            for_each_micro(m, sb, [&](const batch& b, const std::vector<model::kv_prefix>& pre) {
+                if (b.n.loss == 0) return;
                 r.tokens += b.n.processed;
                 r.attention_pairs += b.n.attention_pairs;
                 r.pad_tokens += b.n.pad;
                 r.per_call_tokens += b.n.per_call;
                 r.loss_tokens += b.n.loss;
-                auto l = loss_sum(m, b, one ? pre : leaves, o.ce_chunk) / double(n_loss);
+                auto l = loss_sum(m, b, pre, o.ce_chunk) / double(n_loss);
                 l.backward();
                 auto ld = l.detach().to(torch::kFloat64);
                 loss_acc = loss_acc.defined() ? loss_acc + ld : ld;
-            }
-            if (!one) backward_prefixes(pre, leaves);
+            });
         }
         double gnorm = 0;
         if (o.clip > 0)
