@@ -75,12 +75,16 @@ TEST_CASE("slmctl cluster: SIGTERM mid-run marks the run interrupted, exits 143,
         execl(bin.c_str(), bin.c_str(), "cluster", "--k", "auto", "--db", path.c_str(), static_cast<char*>(nullptr));
         _exit(127);
     }
+    // poll until the run is seen or the child is gone (no fixed short wait: CI boxes are loaded)
     bool running = false;
-    for (int i = 0; i < 3000 && !running; ++i) {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::minutes(10);
+    while (!running && std::chrono::steady_clock::now() < deadline) {
         {
             auto d = store::db::open(path, store::open_mode::read_only);
             for (const auto& r : store::list_runs(d, "cluster")) running |= r.id > ok_run && r.stored_status == "running";
         }
+        int ignored = 0;
+        if (!running && waitpid(pid, &ignored, WNOHANG) == pid) FAIL("the cluster run exited before it was seen running");
         if (!running) std::this_thread::sleep_for(std::chrono::milliseconds(5));
     }
     REQUIRE_MESSAGE(running, "the cluster run never started");

@@ -598,8 +598,7 @@ TEST_CASE("slmctl select: bad constraint values and a missing choice of clusters
     CHECK(r.exit_code == 1);
 }
 
-TEST_CASE("slmctl select --all on sample_logs: ranks every cluster with reasons, SmolLM2 probed for real" *
-          doctest::timeout(600)) {
+TEST_CASE("slmctl select --all on sample_logs: ranks every cluster with reasons, SmolLM2 probed for real") {
     const std::string smol = model::default_smollm2_path();
     if (!fs::exists(smol)) {
         MESSAGE("skipped: " << smol << " is missing (scripts/fetch-models.sh, or make test, fetches it)");
