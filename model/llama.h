@@ -193,9 +193,17 @@ public:
     /// Attention through explicit matmul + softmax instead of scaled_dot_product_attention: the
     /// reference path the fused one is tested against.
     bool explicit_attention = false;
+    /// RMSNorm, SwiGLU and the q/k/v adds + RoPE + float32 cast through the fused CPU kernels
+    /// (model/net/fused.h; one pass each way instead of a chain of libtorch ops); off: the op chains,
+    /// the reference the kernels are tested against. CUDA and other dtypes always take the chains.
+    /// Default on; SLMCTL_FUSED_KERNELS=0 turns it off (A/B runs: bench/finetune).
+    bool fused_kernels = fused_kernels_default();
+    static bool fused_kernels_default();
 
 private:
     bool use_int4(const torch::Tensor& x) const;  // small-batch inference with the 4-bit copies
+    bool use_fused(const torch::Tensor& x) const;  // fused_kernels, and x on the CPU in fp32/bf16
+    torch::Tensor norm(const torch::Tensor& x, const torch::Tensor& w) const;  // RMSNorm, fused or not
     void build_int4();                            // makes the copies (once, from use_int4)
     bool int4_head_ = false;
     std::shared_ptr<std::once_flag> int4_once_;

@@ -15,6 +15,7 @@ slm=$build/slmctl
 py=${PEER_PYTHON:-/work/venv-ref/bin/python}
 out=bench/out/finetune
 mkdir -p "$out"
+rm -f "$out"/slm-*.json "$out"/chain-*.json
 models=$(scripts/fetch-models.sh)
 gguf="$models/SmolLM2-135M-Instruct.Q4_1.gguf"
 db="$out/bench.db"
@@ -24,20 +25,37 @@ cluster=$("$slm" cluster --db "$db" --json | python3 -c '
 import json, sys
 j = json.load(sys.stdin)
 print(next(c["id"] for c in j["clusters"] if c["label"].startswith("send_email")))')
+# the matmul peak, measured in this run (before and after: the box drifts), as bench/platform does
+lt=$(scripts/fetch-libtorch.sh)
+if [[ ! -x $out/matmul || bench/platform/matmul.cpp -nt $out/matmul ]]; then
+  g++ -std=c++20 -O2 -isystem "$lt/include" -isystem "$lt/include/torch/csrc/api/include" bench/platform/matmul.cpp \
+    -o "$out/matmul" -L"$lt/lib" -ltorch_cpu -lc10 -Wl,-rpath,"$lt/lib"
+fi
+"$out/matmul" 1024 576,1536,2048 2 > "$out/peak-before.jsonl"
 echo "== machine: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg), $(date -u +%F)"
 echo "== slmctl finetune: cluster $cluster (send_email), $steps steps, batch 4"
-/usr/bin/time -f "%M" -o "$out/slm.rss" "$slm" finetune --db "$db" --cluster "$cluster" --max-steps "$steps" \
-  --batch-size 4 --rank 8 --alpha 16 --lr 2e-4 --eval-every 0 --val-max 8 --max-tokens 1024 \
-  --out "$out/adapter" --dump-batches "$out/batches.jsonl" --json > "$out/slm.json"
+# REPS=N: N interleaved runs with the fused CPU kernels and with the op chains (SLMCTL_FUSED_KERNELS=0),
+# best of each reported (the 2-core VMs here drift by 20-40% between runs)
+ft() {
+  "$slm" finetune --db "$db" --cluster "$cluster" --max-steps "$steps" --batch-size 4 --rank 8 --alpha 16 \
+    --lr 2e-4 --eval-every 0 --val-max 8 --max-tokens 1024 --json "$@"
+}
+for i in $(seq "${REPS:-1}"); do
+  /usr/bin/time -f "%M" -o "$out/slm.rss" ft --out "$out/adapter" --dump-batches "$out/batches.jsonl" > "$out/slm-$i.json"
+  SLMCTL_FUSED_KERNELS=0 ft --out "$out/adapter-chain" > "$out/chain-$i.json"
+done
 for dt in fp32 bf16; do
   echo "== transformers + peft ($dt) on the same batches"
   /usr/bin/time -f "%M" -o "$out/peer-$dt.rss" "$py" bench/finetune/peer_peft.py --gguf "$gguf" \
     --batches "$out/batches.jsonl" --dtype "$dt" --rank 8 --alpha 16 --lr 2e-4 > "$out/peer-$dt.json"
 done
+"$out/matmul" 1024 576,1536,2048 2 > "$out/peak-after.jsonl"
 python3 - "$out" "$gguf" "$slm" <<'PY'
 import json, subprocess, sys
 out, gguf, slm = sys.argv[1:4]
-s = json.load(open(f"{out}/slm.json"))
+import glob
+best_of = lambda pat: min((json.load(open(f)) for f in glob.glob(f"{out}/{pat}-*.json")), key=lambda j: j["train"]["train_s"])
+s, chain = best_of("slm"), best_of("chain")
 info = json.loads(subprocess.run([slm, "model", "info", gguf, "--json"], capture_output=True, text=True).stdout)
 C, F, L, V = info["hidden_size"], info["ffn_size"], info["layers"], info["vocab_size"]
 H, K, D = info["heads"], info["kv_heads"], info["head_dim"]
@@ -56,6 +74,17 @@ rss = lambda f: int(open(f).read().split()[-1]) / 1024
 print(f"slmctl    {t['tokens_per_s']:7.1f} tok/s  ({t['tokens']} tokens, {100*t['padding_share']:.1f}% padding, "
       f"{t['train_s']:.1f} s, dtype {dtype}, peak RSS {rss(out + '/slm.rss'):.0f} MB)  model {achieved:.0f} GFLOP/s, "
       f"{achieved_all:.0f} with attention")
+# the peak of a dtype: its best N, measured before and after the runs (a range when the box drifted)
+peak = lambda f, dt: max(json.loads(l)["gflops"] for l in open(f"{out}/peak-{f}.jsonl") if json.loads(l)["dtype"] == dt)
+for dt in ("fp32", "bf16"):
+    ps = [peak("before", dt), peak("after", dt)]
+    print(f"matmul peak {dt} ((1024, N) x (N, N), best N of 576/1536/2048, 2 threads, before/after): "
+          f"{ps[0]:.0f}/{ps[1]:.0f} GFLOP/s"
+          + (f"; slmctl's {achieved_all:.0f} = {100 * achieved_all / max(ps):.0f}-{100 * achieved_all / min(ps):.0f}%"
+             if dt == dtype else ""))
+c = chain["train"]
+print(f"slmctl op chains (SLMCTL_FUSED_KERNELS=0): {c['train_s']:.1f} s, {(flops + attn) / c['train_s'] / 1e9:.0f} GFLOP/s "
+      f"with attention; fused kernels {c['train_s'] / t['train_s']:.2f}x faster (best of {len(glob.glob(out + '/slm-*.json'))})")
 best = None
 for dt in ("fp32", "bf16"):
     p = json.load(open(f"{out}/peer-{dt}.json"))
@@ -71,6 +100,7 @@ print(f"slmctl    {pc / t['train_s']:7.1f} example tok/s ({pc} tokens of the exa
 print(f"ratio slmctl / best peer ({best['dtype']}), same steps on the same batches: "
       f"{best['train_s'] / t['train_s']:.2f}x (processed tok/s alone: {t['tokens_per_s'] / best['tokens_per_s']:.2f}x)")
 sl = [c["train_loss"] for c in t["curve"][1:]]
-print("losses slmctl", " ".join(f"{x:.3f}" for x in sl))
+print("losses slmctl", " ".join(f"{x:.4f}" for x in sl))
+print("losses chain ", " ".join(f"{x['train_loss']:.4f}" for x in c["curve"][1:]))
 print("losses peer  ", " ".join(f"{x:.3f}" for x in best["losses"]))
 PY

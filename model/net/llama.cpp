@@ -11,9 +11,12 @@
 #include <chrono>
 
 #include <cmath>
+#include <cstdlib>
 #include <limits>
+#include <string>
 
 #include "common/common.h"
+#include "model/net/fused.h"
 
 namespace slm::model {
 
@@ -166,9 +169,15 @@ torch::Tensor lora_linear::lora_input(const torch::Tensor& x) const {
     return xa;
 }
 
+namespace {
+torch::Tensor lora_delta_from_impl(const torch::Tensor& xa, const torch::Tensor& a, const torch::Tensor& b, double scale) {
+    // the scale on the rank-r product, not on the (..., out) one: r columns instead of out, each way
+    return torch::linear(torch::linear(xa, a) * scale, b);  // (..., out)
+}
+}  // namespace
+
 torch::Tensor lora_linear::lora_delta_from(const torch::Tensor& xa, torch::ScalarType dtype) const {
-    auto ax = torch::linear(xa, lora_a);                         // (..., r)
-    return (torch::linear(ax, lora_b) * lora_scale).to(dtype);  // (..., out)
+    return lora_delta_from_impl(xa, lora_a, lora_b, lora_scale).to(dtype);  // (..., out)
 }
 
 torch::Tensor lora_linear::lora_delta(const torch::Tensor& x) const {
@@ -178,8 +187,11 @@ torch::Tensor lora_linear::lora_delta(const torch::Tensor& x) const {
 
 torch::Tensor lora_linear::forward(const torch::Tensor& x) const {
     auto y = linear(x, weight, bias);  // (..., out)
-    if (lora_a.defined()) y = y + lora_delta(x);
-    return y;
+    if (!lora_a.defined()) return y;
+    // added in place in the adapter's dtype, rounded once to y's (one pass; the product's backward
+    // does not read its output, so autograd allows it)
+    auto d = lora_delta_from_impl(lora_input(x), lora_a, lora_b, lora_scale);
+    return y.add_(d);
 }
 
 torch::Tensor rms_norm(const torch::Tensor& x, const torch::Tensor& w, double eps) {
@@ -322,34 +334,49 @@ torch::Tensor llama_model::attention(const llama_layer& L, int64_t layer, const 
     const auto& c = config;
     const int64_t B = x.size(0), T = x.size(1), H = c.n_heads, K = c.n_kv_heads, D = c.head_dim, R = H / K;
     torch::Tensor q, k, v;
+    bool roped = false;  // q, k, v already (B, heads, T, D) float32 with RoPE (the fused kernel)
     const bool no_qkv_lora = !L.wq.has_lora() && !L.wk.has_lora() && !L.wv.has_lora();
     if (L.qkv_weight.defined() && L.wq.bias.defined() == L.qkv_bias.defined()) {
         // one matmul for the three base projections; adapters (training) add their deltas after
         auto qkv = no_qkv_lora && !a.dense && use_int4(x) && L.qkv4.defined()
                        ? (L.qkv_bias.defined() ? L.qkv4.forward(x) + L.qkv_bias : L.qkv4.forward(x))
                        : linear(x, L.qkv_weight, L.qkv_bias);  // (B, T, (H + 2K) * D)
-        q = qkv.narrow(-1, 0, H * D);
-        k = qkv.narrow(-1, H * D, K * D);
-        v = qkv.narrow(-1, (H + K) * D, K * D);
+        torch::Tensor dq, dk, dv;  // the adapters' deltas, float32
         if (!no_qkv_lora) {
             const auto& first = L.wq.has_lora() ? L.wq : L.wk.has_lora() ? L.wk : L.wv;
             auto xa = first.lora_input(x);  // one dropout mask for the three
-            if (L.wq.has_lora()) q = q + L.wq.lora_delta_from(xa, q.scalar_type());
-            if (L.wk.has_lora()) k = k + L.wk.lora_delta_from(xa, k.scalar_type());
-            if (L.wv.has_lora()) v = v + L.wv.lora_delta_from(xa, v.scalar_type());
+            if (L.wq.has_lora()) dq = L.wq.lora_delta_from(xa, torch::kFloat32);
+            if (L.wk.has_lora()) dk = L.wk.lora_delta_from(xa, torch::kFloat32);
+            if (L.wv.has_lora()) dv = L.wv.lora_delta_from(xa, torch::kFloat32);
+        }
+        if (use_fused(qkv) && cos.scalar_type() == qkv.scalar_type()) {
+            // one pass: the adds, RoPE and the cast to float32 (fused.h), same rounding as below
+            auto r = fused::qkv_rope(qkv, dq, dk, dv, cos, sin, H, K, D);
+            q = r[0], k = r[1], v = r[2];
+            roped = true;
+        } else {
+            q = qkv.narrow(-1, 0, H * D);
+            k = qkv.narrow(-1, H * D, K * D);
+            v = qkv.narrow(-1, (H + K) * D, K * D);
+            if (dq.defined()) q = q + dq.to(q.scalar_type());
+            if (dk.defined()) k = k + dk.to(k.scalar_type());
+            if (dv.defined()) v = v + dv.to(v.scalar_type());
         }
     } else {
         q = L.wq.forward(x), k = L.wk.forward(x), v = L.wv.forward(x);
     }
-    q = q.reshape({B, T, H, D}).transpose(1, 2);  // (B, H, T, D)
-    k = k.reshape({B, T, K, D}).transpose(1, 2);  // (B, K, T, D)
-    v = v.reshape({B, T, K, D}).transpose(1, 2);  // (B, K, T, D)
-    q = apply_rope(q, cos, sin);
-    k = apply_rope(k, cos, sin);
-    // attention runs in float32 whatever the weights' dtype: bf16 scores (magnitude ~10-30) would
-    // lose a tenth of a logit, enough to flip greedy choices; the cache is float32 for that reason
-    k = k.to(torch::kFloat32);
-    v = v.to(torch::kFloat32);
+    if (!roped) {
+        // the op chain: heads apart, RoPE in the model dtype, then float32
+        q = q.reshape({B, T, H, D}).transpose(1, 2);  // (B, H, T, D)
+        k = k.reshape({B, T, K, D}).transpose(1, 2);  // (B, K, T, D)
+        v = v.reshape({B, T, K, D}).transpose(1, 2);  // (B, K, T, D)
+        q = apply_rope(q, cos, sin);
+        k = apply_rope(k, cos, sin);
+        // attention runs in float32 whatever the weights' dtype: bf16 scores (magnitude ~10-30) would
+        // lose a tenth of a logit, enough to flip greedy choices; the cache is float32 for that reason
+        k = k.to(torch::kFloat32);
+        v = v.to(torch::kFloat32);
+    }
     torch::Tensor keys = k, values = v;  // (B, K, S, D)
     if (cache) {
         const int64_t past = cache->len;
@@ -451,34 +478,56 @@ torch::Tensor llama_model::forward(const forward_args& a) const {
     auto x = torch::embedding(tok_embd, a.tokens);  // (B, T, C)
     for (size_t l = 0; l < layers.size(); ++l) {
         const auto& L = layers[l];
-        auto h = x + attention(L, static_cast<int64_t>(l), rms_norm(x, L.attn_norm, c.rms_eps), cos, sin, mask, a);
-        auto m = rms_norm(h, L.ffn_norm, c.rms_eps);  // (B, T, C)
-        torch::Tensor gate, up;  // (B, T, F)
+        auto h = x + attention(L, static_cast<int64_t>(l), norm(x, L.attn_norm), cos, sin, mask, a);
+        auto m = norm(h, L.ffn_norm);  // (B, T, C)
+        torch::Tensor gate, up, act;  // (B, T, F)
         if (L.gate_up_weight.defined()) {
             const bool no_lora = !L.w_gate.has_lora() && !L.w_up.has_lora();
             auto gu = no_lora && !a.dense && use_int4(m) && L.gate_up4.defined() ? L.gate_up4.forward(m)
                                                                      : linear(m, L.gate_up_weight, torch::Tensor());  // (B, T, 2F)
-            gate = gu.narrow(-1, 0, c.ffn_dim);
-            up = gu.narrow(-1, c.ffn_dim, c.ffn_dim);
+            torch::Tensor dg, du;  // the adapters' deltas, float32
             if (!no_lora) {
                 auto ma = (L.w_gate.has_lora() ? L.w_gate : L.w_up).lora_input(m);  // one dropout mask for both
-                if (L.w_gate.has_lora()) gate = gate + L.w_gate.lora_delta_from(ma, gate.scalar_type());
-                if (L.w_up.has_lora()) up = up + L.w_up.lora_delta_from(ma, up.scalar_type());
+                if (L.w_gate.has_lora()) dg = L.w_gate.lora_delta_from(ma, torch::kFloat32);
+                if (L.w_up.has_lora()) du = L.w_up.lora_delta_from(ma, torch::kFloat32);
+            }
+            if (use_fused(gu)) {
+                act = fused::swiglu(gu, dg, du);  // the adds and silu(gate) * up in one pass
+            } else {
+                gate = gu.narrow(-1, 0, c.ffn_dim);
+                up = gu.narrow(-1, c.ffn_dim, c.ffn_dim);
+                if (dg.defined()) gate = gate + dg.to(gate.scalar_type());
+                if (du.defined()) up = up + du.to(up.scalar_type());
             }
         } else {
             gate = L.w_gate.forward(m), up = L.w_up.forward(m);
         }
-        auto act = torch::silu(gate) * up;  // (B, T, F)
+        if (!act.defined()) act = torch::silu(gate) * up;  // (B, T, F)
         auto ff = !a.dense && use_int4(act) && L.down4.defined() && !L.w_down.has_lora() ? L.down4.forward(act)
                                                                             : L.w_down.forward(act);  // (B, T, C)
         x = h + ff;
     }
     if (a.cache) a.cache->len = S;
     if (a.last_only) x = x.narrow(1, T - 1, 1);  // (B, 1, C)
-    x = rms_norm(x, out_norm, c.rms_eps);
+    x = norm(x, out_norm);
     if (a.hidden) return x.to(torch::kFloat32);  // (B, T, C)
     if (!a.dense && use_int4(x) && output4.defined()) return output4.forward(x).to(torch::kFloat32);  // (B, T, V)
     return linear(x, output, torch::Tensor()).to(torch::kFloat32);  // (B, T, V)
+}
+
+bool llama_model::fused_kernels_default() {
+    static const bool on = [] {
+        const char* e = std::getenv("SLMCTL_FUSED_KERNELS");
+        return !(e && std::string(e) == "0");
+    }();
+    return on;
+}
+
+bool llama_model::use_fused(const torch::Tensor& x) const { return fused_kernels && fused::supported(x); }
+
+torch::Tensor llama_model::norm(const torch::Tensor& x, const torch::Tensor& w) const {
+    if (use_fused(x) && w.scalar_type() == x.scalar_type() && !w.requires_grad()) return fused::rms_norm(x, w, config.rms_eps);
+    return rms_norm(x, w, config.rms_eps);
 }
 
 bool llama_model::use_int4(const torch::Tensor& x) const {

@@ -67,19 +67,35 @@ TEST_CASE("replay with shared prefixes: same answers and scores, prefixes prefil
     o.max_new_tokens = 24;
     o.batch_size = 2;  // three batches: the second and third take the prefix from the cache
 
-    auto compare = [&](const char* label) {
+    auto compare = [&](const std::string& label) {
         replay_options off = o;
         off.prefix.enabled = false;
         replay_stats s_off, s_on;
         const auto want = replay(*lm, items, off, {}, &s_off);
         const auto got = replay(*lm, items, o, {}, &s_on);
         REQUIRE(got.size() == want.size());
+        // fp32 greedy decoding, shared or not, sums in another order: the logits move by ~2e-5
+        // (tests/model/test-fused.cpp measures it, with the op chains and the fused kernels alike), so
+        // a near-tie may fall the other way. Allowed once, and only after a long identical opening;
+        // broken sharing changes answers from their first tokens.
+        int ties = 0;
         for (size_t i = 0; i < got.size(); ++i) {
             INFO(label << " call " << i << ": " << got[i].output);
             CHECK(!got[i].skipped);
-            CHECK(got[i].output == want[i].output);
+            if (got[i].output != want[i].output) {
+                size_t same = 0;
+                while (same < got[i].output.size() && same < want[i].output.size() &&
+                       got[i].output[same] == want[i].output[same])
+                    ++same;
+                MESSAGE(label << " call " << i << ": a float near-tie after " << same << " equal characters: '"
+                              << got[i].output.substr(same) << "' vs '" << want[i].output.substr(same) << "'");
+                CHECK(same >= 40);
+                ++ties;
+                continue;
+            }
             CHECK(got[i].s.score == want[i].s.score);
         }
+        CHECK(ties <= 1);
         MESSAGE(label << ": prompt tokens " << s_on.prompt_tokens << ", computed " << s_on.prefill_tokens << " ("
                       << s_on.cached_tokens << " from the cache); processed " << s_on.processed_tokens() << " of "
                       << s_on.per_call_tokens() << " per call");

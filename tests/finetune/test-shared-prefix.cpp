@@ -6,6 +6,7 @@
 #include <torch/torch.h>  // before doctest: glog's CHECK must not win over doctest's
 #include <doctest/doctest.h>
 
+#include <chrono>
 #include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -292,7 +293,13 @@ TEST_CASE("profile: SmolLM2 LoRA training step ops" * doctest::skip(true)) {
         auto l = finetune::batch_loss_sum(m, xs, po, 512, &n) / double(std::max<int64_t>(1, n.loss));
         l.backward();
     };
+    // SLMCTL_FUSED_KERNELS=0: the op chains instead of model/net/fused.h (A/B)
     step();  // kernels and primitives created outside the trace
+    for (int i = 0; i < 3; ++i) {
+        const auto t0 = std::chrono::steady_clock::now();
+        step();
+        MESSAGE("untraced step " << std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() << " s");
+    }
     const char* path = std::getenv("SLMCTL_TRACE");
     torch::autograd::profiler::RecordProfile rp(path ? path : "/tmp/slm-train-trace.json");
     for (int i = 0; i < 3; ++i) step();
