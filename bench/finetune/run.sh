@@ -36,13 +36,11 @@ echo "== machine: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), 
 echo "== slmctl finetune: cluster $cluster (send_email), $steps steps, batch 4"
 # REPS=N: N interleaved runs with the fused CPU kernels and with the op chains (SLMCTL_FUSED_KERNELS=0),
 # best of each reported (the 2-core VMs here drift by 20-40% between runs)
-ft() {
-  "$slm" finetune --db "$db" --cluster "$cluster" --max-steps "$steps" --batch-size 4 --rank 8 --alpha 16 \
-    --lr 2e-4 --eval-every 0 --val-max 8 --max-tokens 1024 --json "$@"
-}
+ft=("$slm" finetune --db "$db" --cluster "$cluster" --max-steps "$steps" --batch-size 4 --rank 8 --alpha 16
+    --lr 2e-4 --eval-every 0 --val-max 8 --max-tokens 1024 --json)
 for i in $(seq "${REPS:-1}"); do
-  /usr/bin/time -f "%M" -o "$out/slm.rss" ft --out "$out/adapter" --dump-batches "$out/batches.jsonl" > "$out/slm-$i.json"
-  SLMCTL_FUSED_KERNELS=0 ft --out "$out/adapter-chain" > "$out/chain-$i.json"
+  /usr/bin/time -f "%M" -o "$out/slm.rss" "${ft[@]}" --out "$out/adapter" --dump-batches "$out/batches.jsonl" > "$out/slm-$i.json"
+  SLMCTL_FUSED_KERNELS=0 "${ft[@]}" --out "$out/adapter-chain" > "$out/chain-$i.json"
 done
 for dt in fp32 bf16; do
   echo "== transformers + peft ($dt) on the same batches"

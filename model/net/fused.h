@@ -2,8 +2,10 @@
 // functions. Each replaces a chain of 4-10 libtorch ops (each a full pass over a (tokens, 576..3072)
 // tensor, plus its backward chain) by one pass each way, and rounds where the op chain rounds, so
 // that fp32 results agree with the chain to float rounding and bf16 results to one bf16 step at
-// most. llama_model::forward uses them on CPU fp32/bf16 tensors unless `fused_kernels` is off; the
-// op chains stay the reference (tests/model/test-fused.cpp compares both ways).
+// most (SwiGLU and q/k/v measured bit-equal; RMSNorm sums in another order, so 1/rms can differ by
+// a float ulp and flip a rare bf16 rounding: on SmolLM2 bf16 the logits stay as close to fp32 as
+// the chain's). llama_model::forward uses them on CPU fp32/bf16 tensors unless `fused_kernels` is
+// off; the op chains stay the reference (tests/model/test-fused.cpp compares both ways).
 #pragma once
 
 #include <ATen/core/Tensor.h>
