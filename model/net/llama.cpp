@@ -174,6 +174,30 @@ torch::Tensor lora_delta_from_impl(const torch::Tensor& xa, const torch::Tensor&
     // the scale on the rank-r product, not on the (..., out) one: r columns instead of out, each way
     return torch::linear(torch::linear(xa, a) * scale, b);  // (..., out)
 }
+
+// Float32 deltas of projections that read the same adapter input xa (q/k/v, gate/up), undefined
+// where a projection has no adapter. With two or more, their A's are stacked (sum of r, in) for one
+// product: xa is read once each way (and its gradient written once) instead of once per projection.
+std::vector<torch::Tensor> shared_input_deltas(const torch::Tensor& xa, const std::vector<const lora_linear*>& ps) {
+    std::vector<torch::Tensor> out(ps.size());
+    std::vector<torch::Tensor> as;
+    for (const auto* p : ps)
+        if (p->has_lora()) as.push_back(p->lora_a);
+    if (as.size() < 2) {
+        for (size_t i = 0; i < ps.size(); ++i)
+            if (ps[i]->has_lora()) out[i] = lora_delta_from_impl(xa, ps[i]->lora_a, ps[i]->lora_b, ps[i]->lora_scale).to(torch::kFloat32);
+        return out;
+    }
+    auto ax = torch::linear(xa, torch::cat(as, 0));  // (..., sum r)
+    int64_t off = 0;
+    for (size_t i = 0; i < ps.size(); ++i) {
+        if (!ps[i]->has_lora()) continue;
+        const int64_t r = ps[i]->lora_a.size(0);
+        out[i] = torch::linear(ax.narrow(-1, off, r) * ps[i]->lora_scale, ps[i]->lora_b).to(torch::kFloat32);
+        off += r;
+    }
+    return out;
+}
 }  // namespace
 
 torch::Tensor lora_linear::lora_delta_from(const torch::Tensor& xa, torch::ScalarType dtype) const {
@@ -345,9 +369,8 @@ torch::Tensor llama_model::attention(const llama_layer& L, int64_t layer, const 
         if (!no_qkv_lora) {
             const auto& first = L.wq.has_lora() ? L.wq : L.wk.has_lora() ? L.wk : L.wv;
             auto xa = first.lora_input(x);  // one dropout mask for the three
-            if (L.wq.has_lora()) dq = L.wq.lora_delta_from(xa, torch::kFloat32);
-            if (L.wk.has_lora()) dk = L.wk.lora_delta_from(xa, torch::kFloat32);
-            if (L.wv.has_lora()) dv = L.wv.lora_delta_from(xa, torch::kFloat32);
+            auto d = shared_input_deltas(xa, {&L.wq, &L.wk, &L.wv});
+            dq = d[0], dk = d[1], dv = d[2];
         }
         if (use_fused(qkv) && cos.scalar_type() == qkv.scalar_type()) {
             // one pass: the adds, RoPE and the cast to float32 (fused.h), same rounding as below
@@ -488,8 +511,8 @@ torch::Tensor llama_model::forward(const forward_args& a) const {
             torch::Tensor dg, du;  // the adapters' deltas, float32
             if (!no_lora) {
                 auto ma = (L.w_gate.has_lora() ? L.w_gate : L.w_up).lora_input(m);  // one dropout mask for both
-                if (L.w_gate.has_lora()) dg = L.w_gate.lora_delta_from(ma, torch::kFloat32);
-                if (L.w_up.has_lora()) du = L.w_up.lora_delta_from(ma, torch::kFloat32);
+                auto d = shared_input_deltas(ma, {&L.w_gate, &L.w_up});
+                dg = d[0], du = d[1];
             }
             if (use_fused(gu)) {
                 act = fused::swiglu(gu, dg, du);  // the adds and silu(gate) * up in one pass
