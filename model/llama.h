@@ -57,15 +57,10 @@ struct lora_linear {
     double lora_dropout = 0.0;  ///< dropout on the adapter's input while gradients are on (training)
 
     torch::Tensor forward(const torch::Tensor& x) const;  // (..., in) -> (..., out)
-    /// The adapter's part alone, (alpha/r) B A dropout(x): added to a base product computed elsewhere
-    /// (the fused q/k/v and gate/up matmuls). Undefined when there is no adapter.
-    torch::Tensor lora_delta(const torch::Tensor& x) const;
     /// The adapter's input: x in the adapter's dtype, dropout applied while gradients are on.
     /// Projections that read the same x (q/k/v, gate/up) share one dropped copy: the dropout mask
     /// is most of the adapter's cost on a CPU (240 M random draws per SmolLM2 forward of 1600 tokens).
     torch::Tensor lora_input(const torch::Tensor& x) const;
-    /// (alpha/r) B A xa for an input from lora_input(), cast to `dtype`.
-    torch::Tensor lora_delta_from(const torch::Tensor& xa, torch::ScalarType dtype) const;
     bool has_lora() const { return lora_a.defined(); }
     int64_t out_features() const { return weight.size(0); }
     int64_t in_features() const { return weight.size(1); }

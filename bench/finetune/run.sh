@@ -26,12 +26,7 @@ import json, sys
 j = json.load(sys.stdin)
 print(next(c["id"] for c in j["clusters"] if c["label"].startswith("send_email")))')
 # the matmul peak, measured in this run (before and after: the box drifts), as bench/platform does
-lt=$(scripts/fetch-libtorch.sh)
-if [[ ! -x $out/matmul || bench/platform/matmul.cpp -nt $out/matmul ]]; then
-  g++ -std=c++20 -O2 -isystem "$lt/include" -isystem "$lt/include/torch/csrc/api/include" bench/platform/matmul.cpp \
-    -o "$out/matmul" -L"$lt/lib" -ltorch_cpu -lc10 -Wl,-rpath,"$lt/lib"
-fi
-"$out/matmul" 1024 576,1536,2048 2 > "$out/peak-before.jsonl"
+bench/platform/matmul.sh "$out" 1024 576,1536,2048 2 > "$out/peak-before.jsonl"
 echo "== machine: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg), $(date -u +%F)"
 echo "== slmctl finetune: cluster $cluster (send_email), $steps steps, batch 4"
 # REPS=N: N interleaved runs with the fused CPU kernels and with the op chains (SLMCTL_FUSED_KERNELS=0),
@@ -47,7 +42,7 @@ for dt in fp32 bf16; do
   /usr/bin/time -f "%M" -o "$out/peer-$dt.rss" "$py" bench/finetune/peer_peft.py --gguf "$gguf" \
     --batches "$out/batches.jsonl" --dtype "$dt" --rank 8 --alpha 16 --lr 2e-4 > "$out/peer-$dt.json"
 done
-"$out/matmul" 1024 576,1536,2048 2 > "$out/peak-after.jsonl"
+bench/platform/matmul.sh "$out" 1024 576,1536,2048 2 > "$out/peak-after.jsonl"
 python3 - "$out" "$gguf" "$slm" <<'PY'
 import json, subprocess, sys
 out, gguf, slm = sys.argv[1:4]

@@ -9,13 +9,9 @@ slm=$build/slmctl
 out=bench/out/platform
 mkdir -p "$out"
 lt=$(scripts/fetch-libtorch.sh)
-if [[ ! -x $out/matmul || bench/platform/matmul.cpp -nt $out/matmul ]]; then
-  g++ -std=c++20 -O2 -isystem "$lt/include" -isystem "$lt/include/torch/csrc/api/include" bench/platform/matmul.cpp \
-    -o "$out/matmul" -L"$lt/lib" -ltorch_cpu -lc10 -Wl,-rpath,"$lt/lib"
-fi
 echo "== machine: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "== matmul (1024, N) x (N, N) from C++, libtorch $(cat "$lt/VERSION")"
-for t in 1 2; do "$out/matmul" 1024 576,1536,2048 $t; done
+for t in 1 2; do bench/platform/matmul.sh "$out" 1024 576,1536,2048 $t; done
 echo "== --dtype auto for SmolLM2-135M (fresh probe, empty cache)"
 models=$(scripts/fetch-models.sh)
 SLMCTL_CACHE=$(mktemp -d) "$slm" model info "$models/SmolLM2-135M-Instruct.Q4_1.gguf" --json |

@@ -265,6 +265,12 @@ struct qkv_dims {
     int64_t M, W, H, K, D;
 };
 
+// row m of cos/sin (M, D) as floats
+template <class X>
+void cos_sin_row(const typename X::S* cs, const typename X::S* sn, int64_t m, int64_t D, float* cf, float* sf) {
+    for (int64_t i = 0; i < D; ++i) cf[i] = X::ld(cs[m * D + i]), sf[i] = X::ld(sn[m * D + i]);
+}
+
 template <class X>
 void qkv_fwd(const typename X::S* qkv, const float* dq, const float* dk, const float* dv, const typename X::S* cs,
              const typename X::S* sn, float* q, float* k, float* v, const qkv_dims& d) {
@@ -275,7 +281,7 @@ void qkv_fwd(const typename X::S* qkv, const float* dq, const float* dk, const f
         float* sf = scratch(2, D).data();
         for (int64_t m = m0; m < m1; ++m) {
             const auto* row = qkv + m * d.W;
-            for (int64_t i = 0; i < D; ++i) cf[i] = X::ld(cs[m * D + i]), sf[i] = X::ld(sn[m * D + i]);
+            cos_sin_row<X>(cs, sn, m, D, cf, sf);
             // q and k heads: x = rd(base + rd(delta)), out = rd(rd(x cos) + rd(rot(x) sin))
             auto rope = [&](const typename X::S* base, const float* delta, float* out) {
                 for (int64_t i = 0; i < D; ++i) xv[i] = X::ld(base[i]);
@@ -309,7 +315,7 @@ void qkv_bwd(const float* gq, const float* gk, const float* gv, const typename X
         float* sf = scratch(2, D).data();
         for (int64_t m = m0; m < m1; ++m) {
             auto* row = dqkv + m * d.W;
-            for (int64_t i = 0; i < D; ++i) cf[i] = X::ld(cs[m * D + i]), sf[i] = X::ld(sn[m * D + i]);
+            cos_sin_row<X>(cs, sn, m, D, cf, sf);
             // the chain's backward: g rounded to the dtype (the cast), then x gets g cos and, through
             // rot, +g sin from the second half (i < D/2) or -g sin from the first (i >= D/2)
             auto unrope = [&](const float* g, typename X::S* out) {

@@ -170,7 +170,8 @@ torch::Tensor lora_linear::lora_input(const torch::Tensor& x) const {
 }
 
 namespace {
-torch::Tensor lora_delta_from_impl(const torch::Tensor& xa, const torch::Tensor& a, const torch::Tensor& b, double scale) {
+// (alpha/r) B A xa for an input from lora_input(), in the adapter's dtype
+torch::Tensor lora_product(const torch::Tensor& xa, const torch::Tensor& a, const torch::Tensor& b, double scale) {
     // the scale on the rank-r product, not on the (..., out) one: r columns instead of out, each way
     return torch::linear(torch::linear(xa, a) * scale, b);  // (..., out)
 }
@@ -185,7 +186,7 @@ std::vector<torch::Tensor> shared_input_deltas(const torch::Tensor& xa, const st
         if (p->has_lora()) as.push_back(p->lora_a);
     if (as.size() < 2) {
         for (size_t i = 0; i < ps.size(); ++i)
-            if (ps[i]->has_lora()) out[i] = lora_delta_from_impl(xa, ps[i]->lora_a, ps[i]->lora_b, ps[i]->lora_scale).to(torch::kFloat32);
+            if (ps[i]->has_lora()) out[i] = lora_product(xa, ps[i]->lora_a, ps[i]->lora_b, ps[i]->lora_scale).to(torch::kFloat32);
         return out;
     }
     auto ax = torch::linear(xa, torch::cat(as, 0));  // (..., sum r)
@@ -200,21 +201,12 @@ std::vector<torch::Tensor> shared_input_deltas(const torch::Tensor& xa, const st
 }
 }  // namespace
 
-torch::Tensor lora_linear::lora_delta_from(const torch::Tensor& xa, torch::ScalarType dtype) const {
-    return lora_delta_from_impl(xa, lora_a, lora_b, lora_scale).to(dtype);  // (..., out)
-}
-
-torch::Tensor lora_linear::lora_delta(const torch::Tensor& x) const {
-    if (!lora_a.defined()) return {};
-    return lora_delta_from(lora_input(x), x.scalar_type());
-}
-
 torch::Tensor lora_linear::forward(const torch::Tensor& x) const {
     auto y = linear(x, weight, bias);  // (..., out)
     if (!lora_a.defined()) return y;
     // added in place in the adapter's dtype, rounded once to y's (one pass; the product's backward
     // does not read its output, so autograd allows it)
-    auto d = lora_delta_from_impl(lora_input(x), lora_a, lora_b, lora_scale);
+    auto d = lora_product(lora_input(x), lora_a, lora_b, lora_scale);
     return y.add_(d);
 }
 

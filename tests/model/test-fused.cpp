@@ -45,6 +45,21 @@ std::vector<torch::Tensor> grads_of(const torch::Tensor& out, const torch::Tenso
     return gs;
 }
 
+// A model in `dtype` without tokenizer or 4-bit copies, on one thread (small shapes; ctest runs
+// binaries side by side).
+std::unique_ptr<model::language_model> load(const std::string& path, const std::string& dtype) {
+    model::set_torch_threads(1);
+    model::load_options o;
+    o.dtype = dtype;
+    o.tokenizer = false;
+    o.int4_decode = "off";
+    return model::load_model(path, o);
+}
+
+torch::Tensor random_tokens(int64_t B, int64_t T, int64_t lo, int64_t hi, uint64_t seed) {
+    return torch::randint(lo, hi, {B, T}, at::detail::createCPUGenerator(seed), torch::TensorOptions().dtype(torch::kInt64));
+}
+
 void check_close(const torch::Tensor& fused, const torch::Tensor& chain, const std::string& what, double tol) {
     const double d = rel_diff(fused, chain);
     MESSAGE(what << ": max diff " << d << " of the largest value (tol " << tol << ")");
@@ -129,15 +144,10 @@ TEST_CASE("fused kernels equal the op chains they replace: RMSNorm, SwiGLU, q/k/
 }
 
 TEST_CASE("a LoRA decoder with fused kernels: the op chains' loss, LoRA gradients and greedy tokens") {
-    model::set_torch_threads(1);
     for (std::string dt : {"fp32", "bf16"}) {
         CAPTURE(dt);
         const bool bf = dt == "bf16";
-        model::load_options o;
-        o.dtype = dt;
-        o.tokenizer = false;
-        o.int4_decode = "off";
-        auto lm = model::load_model(test::source_dir("tests/data/ref/tiny-llama"), o);
+        auto lm = load(test::source_dir("tests/data/ref/tiny-llama"), dt);
         auto& m = lm->decoder();
         model::lora_config c;
         c.rank = 4;
@@ -149,8 +159,7 @@ TEST_CASE("a LoRA decoder with fused kernels: the op chains' loss, LoRA gradient
             auto ps = model::lora_parameters(m);
             for (size_t i = 1; i < ps.size(); i += 2) ps[i].normal_(0, 0.3, g);  // B: zero at init
         }
-        auto tokens = torch::randint(3, m.config.vocab_size, {3, 24}, at::detail::createCPUGenerator(3),
-                                     torch::TensorOptions().dtype(torch::kInt64));
+        auto tokens = random_tokens(3, 24, 3, m.config.vocab_size, 3);
         auto run = [&](bool fused) {
             m.fused_kernels = fused;
             auto ps = model::lora_parameters(m);
@@ -196,16 +205,10 @@ TEST_CASE("a LoRA decoder with fused kernels: the op chains' loss, LoRA gradient
 
 TEST_CASE("SmolLM2 fp32: a prompt's last logits, whole or as prefix + suffix, fused on and off" *
           doctest::skip(!std::filesystem::exists(model::default_smollm2_path()))) {
-    model::set_torch_threads(1);
-    model::load_options o;
-    o.dtype = "fp32";
-    o.tokenizer = false;
-    o.int4_decode = "off";
-    auto lm = model::load_model(model::default_smollm2_path(), o);
+    auto lm = load(model::default_smollm2_path(), "fp32");
     auto& m = lm->decoder();
     torch::NoGradGuard ng;
-    auto tokens = torch::randint(100, 40000, {1, 300}, at::detail::createCPUGenerator(5),
-                                 torch::TensorOptions().dtype(torch::kInt64));
+    auto tokens = random_tokens(1, 300, 100, 40000, 5);
     auto logits = [&](bool fused, bool split) {
         m.fused_kernels = fused;
         if (!split) return m.forward(tokens).select(1, 299);
@@ -262,18 +265,11 @@ TEST_CASE("SmolLM2 bf16: fused kernels as close to fp32 as the op chains" *
     // bf16 results are not bit-equal: RMSNorm sums its squares in another order than libtorch, so
     // 1/rms may differ by a float ulp and a bf16 rounding of x/rms flip now and then; through 30
     // layers that moves logits by bf16 noise. What matters is that neither is further from fp32.
-    model::set_torch_threads(1);
-    model::load_options o;
-    o.tokenizer = false;
-    o.int4_decode = "off";
-    o.dtype = "fp32";
-    auto ref = model::load_model(model::default_smollm2_path(), o);
-    o.dtype = "bf16";
-    auto lm = model::load_model(model::default_smollm2_path(), o);
+    auto ref = load(model::default_smollm2_path(), "fp32");
+    auto lm = load(model::default_smollm2_path(), "bf16");
     auto& m = lm->decoder();
     torch::NoGradGuard ng;
-    auto tokens = torch::randint(100, 40000, {1, 300}, at::detail::createCPUGenerator(5),
-                                 torch::TensorOptions().dtype(torch::kInt64));
+    auto tokens = random_tokens(1, 300, 100, 40000, 5);
     auto ce = [&](const torch::Tensor& l) {
         return torch::nn::functional::cross_entropy(l.narrow(1, 0, 299).reshape({-1, l.size(-1)}),
                                                     tokens.narrow(1, 1, 299).reshape({-1}))
