@@ -5,6 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 out=$1
+mkdir -p "$out"
 shift
 lt=$(scripts/fetch-libtorch.sh)
 if [[ ! -x $out/matmul || bench/platform/matmul.cpp -nt $out/matmul ]]; then
